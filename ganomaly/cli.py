@@ -1,0 +1,155 @@
+"""The `ganomaly` command. Flags are generated from the config dataclasses, so `--w-con` is the
+field `w_con` in config.yaml and in `GANomalyDetector(w_con=...)`.
+
+    ganomaly train --data mnist --normal-class 1 --epochs 15 --seed 42 --out runs/demo
+    ganomaly evaluate runs/demo [--batch-size 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ganomaly import __version__
+from ganomaly.config import ConfigError, RunConfig, from_dict
+
+EXIT_ERROR = 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type = RunConfig) -> None:
+    """One flag per config field; defaults are SUPPRESSed so we know what the user gave."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group("settings (also valid as keys in --config YAML)")
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        args = typing.get_args(hint)
+        base = next((a for a in args if a is not type(None)), hint) if args else hint
+        help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = base if base in (int, float) else str
+            kwargs["metavar"] = field.name.upper()
+            if field.metadata.get("choices"):
+                kwargs["choices"] = field.metadata["choices"]
+        group.add_argument(_flag(field.name), **kwargs)
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """defaults < --config YAML < flags; shorthands --normal-class / --anomaly-class."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"--config {args.config}: no such file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--config {args.config}: invalid YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {args.config}: expected a mapping of settings")
+        values.update(loaded)
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    for shorthand, protocol in (("normal_class", "normal-class"), ("anomaly_class", "anomaly-class")):
+        value = getattr(args, shorthand, None)
+        if value is not None:
+            values["protocol"], values["target_class"] = protocol, value
+    config = from_dict(RunConfig, values)
+    config.image_size = str(config.image_size)
+    config.validate()
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ganomaly.run import read_config, say, summary_line, train_run
+
+    if args.resume:
+        config = read_config(Path(args.resume))
+        config.out = args.resume
+        metrics = train_run(config, resume=True)
+    else:
+        config = build_config(args)
+        metrics = train_run(config)
+    assert config.out is not None
+    say(f"wrote {config.out}/report.html")
+    print(summary_line(metrics, Path(config.out)))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ganomaly.run import evaluate_run, summary_line
+
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    run_dir = Path(args.run_dir)
+    metrics = evaluate_run(run_dir, batch_size=args.batch_size)
+    print(summary_line(metrics, run_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ganomaly",
+        description="GANomaly anomaly detection: train on normal images, score, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"ganomaly {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train on a dataset's normal images, then evaluate")
+    train.add_argument("--config", metavar="FILE.yaml", help="settings file (flags override it)")
+    train.add_argument("--normal-class", type=int, metavar="K", help="= --protocol normal-class --target-class K")
+    train.add_argument("--anomaly-class", type=int, metavar="K", help="= --protocol anomaly-class --target-class K")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints")
+    add_config_flags(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="re-score a run's test split; rewrite metrics and figures")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--batch-size", type=int, default=256, help="scoring batch size (scores do not depend on it)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+    return parser
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, reported in one line (anything else is a bug)."""
+    from ganomaly.data import DataError
+    from ganomaly.images import ImageError
+    from ganomaly.modelfile import ModelFileError
+    from ganomaly.training import TrainingError
+
+    return (ConfigError, DataError, ImageError, ModelFileError, TrainingError, OSError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    warnings.formatwarning = _one_line_warning
+    try:
+        return handler(args)
+    except known_errors() as error:
+        print(f"ganomaly: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ganomaly: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    return f"ganomaly: warning: {message}\n"
+

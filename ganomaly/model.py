@@ -1,0 +1,178 @@
+"""The GANomaly networks: encoder, decoder, generator (E1 -> decoder -> E2) and discriminator.
+
+DCGAN blocks as in the authors' reference code, generalised to any H x W >= 16 (square or
+not) by one pyramid rule, so no input is ever padded:
+
+- the encoder's first conv (4x4, stride 2, padding 1) halves the size (floor), then it keeps
+  halving while min(h, w) >= 8, doubling the channels each time;
+- the final conv's kernel is the last (h, w), so the latent is (B, nz, 1, 1);
+- the decoder mirrors every step with transposed convs whose `output_padding` restores the
+  recorded odd sizes, so x_hat has exactly the input's H x W.
+
+    32x32   -> 16 -> 8 -> 4, final kernel 4x4 (the reference)
+    28x28   -> 14 -> 7,      final kernel 7x7
+    100x60  -> 50x30 -> 25x15 -> 12x7, final kernel 12x7
+
+References:
+    Akcay, Atapour-Abarghouei, Breckon. GANomaly: Semi-Supervised Anomaly Detection via
+    Adversarial Training. ACCV 2018. arXiv:1805.06725
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+MIN_IMAGE_SIZE = 16
+
+
+def pyramid_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """Spatial sizes the encoder passes through, input first, latent-kernel size last.
+
+    >>> pyramid_sizes(28, 28)
+    [(28, 28), (14, 14), (7, 7)]
+    """
+    if min(height, width) < MIN_IMAGE_SIZE:
+        raise ValueError(f"image size {height}x{width} is too small: both sides must be >= 16")
+    sizes = [(height, width), (height // 2, width // 2)]
+    while min(sizes[-1]) >= 8:
+        h, w = sizes[-1]
+        sizes.append((h // 2, w // 2))
+    return sizes
+
+
+def _down(c_in: int, c_out: int, batch_norm: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return layers
+
+
+def _extra(channels: int, activation: nn.Module) -> list[nn.Module]:
+    return [nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), activation]
+
+
+class Encoder(nn.Module):
+    """Image (B, C, H, W) -> latent (B, nz, 1, 1); `features` is everything before the last conv."""
+
+    def __init__(
+        self, image_size: tuple[int, int], nz: int, channels: int, ngf: int, extra_layers: int = 0
+    ) -> None:
+        super().__init__()
+        sizes = pyramid_sizes(*image_size)
+        layers = _down(channels, ngf, batch_norm=False)  # no BN on the input layer (DCGAN)
+        for _ in range(extra_layers):
+            layers += _extra(ngf, nn.LeakyReLU(0.2, inplace=True))
+        width = ngf
+        for _ in sizes[2:]:
+            layers += _down(width, width * 2, batch_norm=True)
+            width *= 2
+        self.features = nn.Sequential(*layers)  # (B, width, h, w) with (h, w) = sizes[-1]
+        self.final = nn.Conv2d(width, nz, sizes[-1], 1, 0, bias=False)  # (B, nz, 1, 1)
+        self.feature_channels = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.final(self.features(x))
+
+
+class Decoder(nn.Module):
+    """Latent (B, nz, 1, 1) -> image (B, C, H, W) in [-1, 1]: the encoder's mirror image."""
+
+    def __init__(
+        self, image_size: tuple[int, int], nz: int, channels: int, ngf: int, extra_layers: int = 0
+    ) -> None:
+        super().__init__()
+        sizes = pyramid_sizes(*image_size)
+        width = ngf * 2 ** (len(sizes) - 2)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, width, sizes[-1], 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        # Walk the pyramid back up; output_padding (0 or 1) restores sizes that were odd.
+        for (h_in, w_in), (h_out, w_out) in zip(sizes[:1:-1], sizes[-2:0:-1], strict=True):
+            padding = (h_out - 2 * h_in, w_out - 2 * w_in)
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, output_padding=padding, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(inplace=True),
+            ]
+            width //= 2
+        for _ in range(extra_layers):
+            layers += _extra(width, nn.ReLU(inplace=True))
+        (h_in, w_in), (h_out, w_out) = sizes[1], sizes[0]
+        padding = (h_out - 2 * h_in, w_out - 2 * w_in)
+        layers += [
+            nn.ConvTranspose2d(width, channels, 4, 2, 1, output_padding=padding, bias=False),
+            nn.Tanh(),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class Generator(nn.Module):
+    """G = E1 -> decoder -> E2. Returns (x_hat, z, z_hat); E1 and E2 do not share weights."""
+
+    def __init__(
+        self, image_size: tuple[int, int], nz: int, channels: int, ngf: int, extra_layers: int = 0
+    ) -> None:
+        super().__init__()
+        self.encoder1 = Encoder(image_size, nz, channels, ngf, extra_layers)
+        self.decoder = Decoder(image_size, nz, channels, ngf, extra_layers)
+        self.encoder2 = Encoder(image_size, nz, channels, ngf, extra_layers)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.encoder1(x)  # (B, nz, 1, 1)
+        x_hat = self.decoder(z)  # (B, C, H, W)
+        z_hat = self.encoder2(x_hat)  # (B, nz, 1, 1)
+        return x_hat, z, z_hat
+
+
+class Discriminator(nn.Module):
+    """An encoder with nz=1: `features(x)` for feature matching, `classify(f)` -> logits (B,)."""
+
+    def __init__(
+        self, image_size: tuple[int, int], channels: int, ngf: int, extra_layers: int = 0
+    ) -> None:
+        super().__init__()
+        self.encoder = Encoder(image_size, 1, channels, ngf, extra_layers)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.encoder.features(x)  # (B, K, h, w), e.g. 256x4x4 at 32x32
+
+    def classify(self, features: Tensor) -> Tensor:
+        # Logits, not probabilities: BCE-with-logits equals the reference's sigmoid + BCE but
+        # stays finite when D saturates, which is exactly when the re-init rule is tested.
+        return self.encoder.final(features).flatten()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classify(self.features(x))
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN initialisation, applied with `module.apply(dcgan_init)` so it reaches every layer."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def make_networks(
+    image_size: tuple[int, int], channels: int, nz: int, ngf: int, extra_layers: int, seed: int
+) -> tuple[Generator, Discriminator]:
+    """Build and DCGAN-initialise both networks from one seed (CPU generator, so reproducible)."""
+    torch.manual_seed(seed)
+    generator = Generator(image_size, nz, channels, ngf, extra_layers)
+    discriminator = Discriminator(image_size, channels, ngf, extra_layers)
+    generator.apply(dcgan_init)
+    discriminator.apply(dcgan_init)
+    return generator, discriminator

@@ -1,0 +1,269 @@
+"""A run directory: train on a dataset's normal images, evaluate on its test split, write
+
+    config.yaml  model.pt  checkpoints/  history.csv  metrics.json  scores.csv
+    data.json (source, fingerprint, test ids)  figures/*.png  report.html
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ganomaly.checkpoint import load_latest_checkpoint, save_checkpoint
+from ganomaly.config import ConfigError, RunConfig, detector_part, from_dict
+from ganomaly.data import DataError, DataSplit, load_split, resolve_protocol
+from ganomaly.detector import GANomalyDetector
+from ganomaly.images import preprocess, to_display
+from ganomaly.training import HISTORY_COLUMNS, TrainState
+
+SCORE_COLUMNS = ("path", "class", "label", "score", "normalized_score", "is_anomaly")
+FIGURES = (
+    ("figures/loss_curves.png", "Training losses per epoch: L_enc, L_con, L_adv, L_G and L_D"),
+    ("figures/restoration.png", "Test images, their reconstructions x̂ and |x − x̂|"),
+    ("figures/score_boxplot.png", "Anomaly scores per class, with the threshold"),
+    ("figures/score_histogram.png", "Score distribution of normal and abnormal test images"),
+    ("figures/roc.png", "ROC curve"),
+    ("figures/pr.png", "Precision-recall curve (abnormal = positive)"),
+    ("figures/outcomes.png", "The four outcomes at the saved threshold"),
+)
+
+
+def say(message: str) -> None:
+    """Progress lines go to stderr so stdout stays clean for results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare_out_dir(out: str | None, overwrite: bool) -> Path:
+    """Check --out before any work: it must be new or empty unless --overwrite."""
+    if not out:
+        raise ConfigError("--out is required: the run directory to create")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out}: already holds files; pass --overwrite or choose another")
+    return path
+
+
+def write_config(path: Path, config: RunConfig) -> None:
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    """config.yaml of a run directory as a RunConfig."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    config = from_dict(RunConfig, values)
+    config.image_size = str(config.image_size)
+    return config
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def write_scores(path: Path, split: DataSplit, result: dict[str, np.ndarray]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SCORE_COLUMNS)
+        for i, test_id in enumerate(split.test_ids):
+            writer.writerow([
+                test_id, split.test_classes[i], int(split.test_is_abnormal[i]),
+                f"{result['score'][i]:.8g}", f"{result['normalized_score'][i]:.8g}",
+                int(result["is_anomaly"][i]),
+            ])  # fmt: skip
+
+
+def data_record(split: DataSplit) -> dict[str, Any]:
+    return {
+        "data_source": split.data_source,
+        "fingerprint": split.fingerprint,
+        "n_train_pool": len(split.train_ids),
+        "test_ids": split.test_ids,
+    }
+
+
+def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Train, save, evaluate; returns metrics. With resume, continue from checkpoints/."""
+    config.validate()
+    run_dir = Path(config.out) if resume and config.out else prepare_out_dir(config.out, config.overwrite)
+    split = load_split(config)
+    protocol = resolve_protocol(config)
+    say(
+        f"data: {config.data} from {split.data_source} | protocol {protocol} "
+        f"class {config.target_class} | {len(split.train)} normal training images, "
+        f"{len(split.test)} test ({int(split.test_is_abnormal.sum())} abnormal)"
+    )
+    checkpoint = load_latest_checkpoint(run_dir) if resume else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "figures").mkdir(exist_ok=True)
+    config.protocol = protocol
+    write_config(run_dir / "config.yaml", config)
+    (run_dir / "data.json").write_text(json.dumps(data_record(split), indent=1))
+
+    def on_epoch(state: TrainState) -> None:
+        save_checkpoint(run_dir, state)
+        write_history(run_dir / "history.csv", state.history)
+
+    started = time.perf_counter()
+    detector = GANomalyDetector(**dataclasses.asdict(detector_part(config)))
+    detector.fit(split.train, on_epoch=on_epoch, resume=checkpoint)
+    train_seconds = time.perf_counter() - started
+    history = detector.history_
+    epoch_seconds = sum(row["seconds"] for row in history)
+    n_images = sum(row["images_per_second"] * row["seconds"] for row in history)
+    training = {
+        "train_seconds": round(train_seconds, 3),
+        "train_images_per_second": round(n_images / epoch_seconds, 2) if epoch_seconds else 0.0,
+        "n_train": len(detector.train_index_),
+        "n_val": detector.n_val_,
+        "d_reinits": int(sum(row["d_reinits"] for row in history)),
+    }
+    detector.card_ = {
+        "data": config.data,
+        "protocol": protocol,
+        "target_class": config.target_class,
+        "data_source": split.data_source,
+        "normal_classes": split.normal_classes,
+        "history": history,
+        **training,
+    }
+    write_history(run_dir / "history.csv", history)
+    metrics = evaluate_split(run_dir, detector, split, config, training)
+    detector.card_["metrics"] = {k: metrics[k] for k in ("auroc", "aupr", "f1") if k in metrics}
+    detector.save(run_dir / "model.pt")
+    return metrics
+
+
+def evaluate_split(
+    run_dir: Path,
+    detector: GANomalyDetector,
+    split: DataSplit,
+    config: RunConfig,
+    training: dict[str, Any],
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Score the test split; write scores.csv, metrics.json, figures and report.html."""
+    from ganomaly import figures
+    from ganomaly.metrics import image_metrics
+    from ganomaly.report import write_report
+
+    model_config = detector.config
+    images = preprocess(
+        split.test, model_config.image_hw(), detector.channels_, model_config.interpolation
+    )
+    scores, normalized, _ = detector._score(images, batch_size)
+    result = {"score": scores, "normalized_score": normalized, "is_anomaly": scores > detector.threshold_}
+    write_scores(run_dir / "scores.csv", split, result)
+    labels = split.test_is_abnormal
+    metrics: dict[str, Any] = image_metrics(labels, scores, detector.threshold_)
+    metrics.update(
+        threshold=detector.threshold_,
+        threshold_quantile=detector.threshold_quantile_,
+        val_median=detector.val_median_,
+        data=config.data,
+        protocol=resolve_protocol(config),
+        target_class=config.target_class,
+        data_source=split.data_source,
+        epochs=config.epochs,
+        seed=config.seed,
+        split_seed=config.split_seed,
+        score_metric=model_config.score_metric,
+        bn_mode=model_config.bn_mode,
+        **training,
+    )
+    metrics["best_f1_oracle_note"] = "oracle: best F1 over all thresholds on the test labels"
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    history = detector.history_
+    if history:
+        figures.loss_curves(history, fig_dir / "loss_curves.png")
+    pick = _restoration_picks(labels, scores)
+    with torch.inference_mode():
+        detector.generator_.eval()
+        device = next(detector.generator_.parameters()).device
+        x_hat = detector.generator_(images[pick].to(device))[0]
+    figures.restoration_grid(to_display(images[pick]), to_display(x_hat), fig_dir / "restoration.png")
+    figures.score_boxplot(
+        scores, split.test_classes, set(split.normal_classes), detector.threshold_,
+        fig_dir / "score_boxplot.png",
+    )  # fmt: skip
+    figures.score_histogram(scores, labels, detector.threshold_, fig_dir / "score_histogram.png")
+    figures.roc_curve_plot(labels, scores, fig_dir / "roc.png")
+    figures.pr_curve_plot(labels, scores, fig_dir / "pr.png")
+    figures.outcome_galleries(
+        to_display(images), labels, result["is_anomaly"], scores, fig_dir / "outcomes.png"
+    )
+    shown = [f for f in FIGURES if (run_dir / f[0]).exists()]
+    write_report(run_dir, metrics, dataclasses.asdict(config), list(shown))
+    return metrics
+
+
+def _restoration_picks(labels: np.ndarray, scores: np.ndarray, per_kind: int = 8) -> np.ndarray:
+    """Up to 8 normal and 8 abnormal test images, spread evenly over the split."""
+    picks = []
+    for kind in (0, 1):
+        index = np.flatnonzero(labels == kind)
+        if len(index):
+            picks.append(index[np.linspace(0, len(index) - 1, min(per_kind, len(index))).astype(int)])
+    return np.concatenate(picks) if picks else np.arange(min(len(scores), per_kind))
+
+
+def evaluate_run(run_dir: Path, batch_size: int = 256) -> dict[str, Any]:
+    """Re-score a run's test split with its saved model; refuse data that does not match."""
+    config = read_config(run_dir)
+    detector = GANomalyDetector.load(run_dir, device="cpu" if config.device == "auto" else config.device)
+    split = load_split(config)
+    record_path = run_dir / "data.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") != split.fingerprint:
+            raise DataError(
+                f"the data found ({split.data_source}) is not the data this run was trained and "
+                f"tested on ({record.get('data_source')}): fingerprints differ"
+            )
+        if record.get("test_ids") != split.test_ids:
+            raise DataError("the test split differs from the run's recorded test ids")
+    previous = run_dir / "metrics.json"
+    training = {}
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        keys = ("train_seconds", "train_images_per_second", "n_train", "n_val", "d_reinits")
+        training = {k: old[k] for k in keys if k in old}
+    return evaluate_split(run_dir, detector, split, config, training, batch_size)
+
+
+def summary_line(metrics: dict[str, Any], run_dir: Path) -> str:
+    """The one line printed when a run ends."""
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return (
+        f"{run_dir}: AUROC {fmt(metrics.get('auroc'))}  AUPR {fmt(metrics.get('aupr'))}  "
+        f"F1 {fmt(metrics.get('f1'))} @ threshold {metrics['threshold']:.4g}  "
+        f"({metrics['n_test']} test images, {metrics['n_test_abnormal']} abnormal; "
+        f"trained {metrics.get('train_seconds', 0):.0f} s)"
+    )

