@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 import typing
 import warnings
@@ -22,6 +23,8 @@ from ganomaly import __version__
 from ganomaly.config import ConfigError, RunConfig, from_dict
 
 EXIT_ERROR = 2
+# Modules that add a sub-command: each has `register(subparsers)` setting `handler=`.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _flag(name: str) -> str:
@@ -121,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--batch-size", type=int, default=256, help="scoring batch size (scores do not depend on it)")
     evaluate.set_defaults(handler=cmd_evaluate)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
