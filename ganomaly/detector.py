@@ -38,6 +38,7 @@ from ganomaly.modelfile import (
     ModelFileError,
     atomic_save,
     load_model_file,
+    plain,
 )
 from ganomaly.scoring import AnomalyScorer, fit_threshold, score_tensor
 from ganomaly.training import TrainState, make_optimizers, train
@@ -313,8 +314,8 @@ class GANomalyDetector:
             "n_val": int(self.n_val_),
             "threshold_quantile": self.threshold_quantile_,
             "map_sigma": float(config.map_sigma),
-            "versions": {"ganomaly": __version__, "torch": torch.__version__},
-            "card": self.card_,
+            "versions": {"ganomaly": __version__, "torch": str(torch.__version__)},
+            "card": plain(self.card_),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:

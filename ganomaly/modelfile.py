@@ -9,6 +9,7 @@ with `torch.load(path, weights_only=True)` and can never run code when opened.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -30,6 +31,12 @@ REQUIRED = {
 
 class ModelFileError(ValueError):
     """A model file is missing, not ours, damaged, or from a newer version."""
+
+
+def plain(value: Any) -> Any:
+    """JSON-able data as plain Python types (numpy scalars -> float/int), so that
+    weights_only loading accepts it."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
 def atomic_save(obj: Any, path: Path) -> None:
