@@ -25,7 +25,6 @@ from ganomaly.config import ConfigError, RunConfig, from_dict
 EXIT_ERROR = 2
 # Modules that add a sub-command: each has `register(subparsers)` setting `handler=`.
 COMMAND_MODULES: tuple[str, ...] = (
-    "ganomaly.benchmark",
     "ganomaly.predict",
     "ganomaly.export",
     "ganomaly.server",
