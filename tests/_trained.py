@@ -27,8 +27,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from ganomaly.cli import main
 
         out = tmp_path_factory.mktemp("use-run") / "digits0"
-        args = ["train", "--data", "digits", "--normal-class", "0", "--seed", "1", "--out", str(out)]
-        assert main([*args, *TINY]) == 0
+        args = ["train", "--data", "digits", "--normal-class", "0", "--seed", "1"]
+        assert main([*args, "--out", str(out), *TINY]) == 0
         _CACHE["run"] = out
     return _CACHE["run"]
 
@@ -99,3 +99,16 @@ def running_server(
             process.wait(timeout=10)
         if process.stdout:
             process.stdout.close()
+
+
+def exported(tmp_path_factory: pytest.TempPathFactory, fmt: str) -> Path:
+    """The trained run exported in-process (`ganomaly.export.export_model`), made once."""
+    key = f"export-{fmt}"
+    if key not in _CACHE:
+        from ganomaly import GANomalyDetector
+        from ganomaly.export import SUFFIXES, export_model
+
+        detector = GANomalyDetector.load(trained_run(tmp_path_factory))
+        out = tmp_path_factory.mktemp("exported") / f"model{SUFFIXES[fmt]}"
+        _CACHE[key] = export_model(detector, fmt, out)
+    return _CACHE[key]

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests._trained import TINY, sample_images, trained_run
 from PIL import Image
 
 from ganomaly import GANomalyDetector, NotFittedError
 from ganomaly.images import ImageError
+from tests._trained import TINY, sample_images, trained_run
 
 PARAMS = {"image_size": 16, "ngf": 8, "nz": 16, "epochs": 1, "batch_size": 32, "progress": False}
 
@@ -96,7 +96,8 @@ def test_every_input_kind_gets_the_same_scores(run_dir: Path, tmp_path: Path) ->
     folder_scores = detector.decision_function(folder)  # recursive, sorted by path
     np.testing.assert_allclose([by_path[str(p)] for p in sorted(paths)], folder_scores, atol=0)
     np.testing.assert_allclose([by_path[str(p)] for p in paths], expected, rtol=0, atol=1e-7)
-    np.testing.assert_allclose(detector.decision_function(torch.from_numpy(images)), expected, atol=0)
+    as_tensor = detector.decision_function(torch.from_numpy(images))
+    np.testing.assert_allclose(as_tensor, expected, atol=0)
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(images), torch.zeros(5))
     np.testing.assert_allclose(detector.decision_function(dataset), expected, atol=0)
     with pytest.raises(ImageError, match="no such file"):

@@ -1,0 +1,106 @@
+"""`ganomaly export`: ONNX (onnxruntime), TorchScript and torch.export programs score exactly as
+the PyTorch scorer does, at batch sizes 1 and 8, with the threshold in their metadata."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ganomaly import GANomalyDetector
+from ganomaly.export import (
+    export_metadata,
+    export_model,
+    read_onnx_metadata,
+    read_torchscript_metadata,
+)
+from tests._trained import exported, trained_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported(tmp_path_factory, "onnx")
+
+
+def reference(detector: GANomalyDetector, x: torch.Tensor) -> list[np.ndarray]:
+    with torch.inference_mode():
+        return [t.numpy() for t in detector.scorer_.eval()(x)]
+
+
+def batches(detector: GANomalyDetector) -> list[torch.Tensor]:
+    h, w = detector.config.image_hw()
+    generator = torch.Generator().manual_seed(7)
+    return [torch.rand(b, 1, h, w, generator=generator) * 2 - 1 for b in (1, 8)]
+
+
+def test_onnx_matches_pytorch(run_dir: Path, onnx_file: Path) -> None:
+    import onnxruntime as ort
+
+    detector = GANomalyDetector.load(run_dir)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["score", "normalized_score", "anomaly_map"]
+    for x in batches(detector):
+        outputs = session.run(None, {"image": x.numpy()})
+        for got, want in zip(outputs, reference(detector, x), strict=True):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    meta = read_onnx_metadata(onnx_file)
+    assert meta["threshold"] == detector.threshold_
+    assert meta["val_median"] == detector.val_median_
+    assert meta["image_size"] == [16, 16] and meta["channels"] == 1
+    assert meta["interpolation"] == "bilinear" and "resize" in meta["preprocessing"]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_torchscript_and_pt2_match_pytorch(run_dir: Path, tmp_path: Path, fmt: str) -> None:
+    import json
+
+    detector = GANomalyDetector.load(run_dir)
+    path = tmp_path / f"model.{fmt}"
+    if fmt == "torchscript":  # through the real CLI, as a user would
+        command = [sys.executable, "-m", "ganomaly", "export", str(run_dir), "--format", fmt]
+        result = subprocess.run(
+            [*command, "--out", str(path)], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"wrote {path} (torchscript)")
+    else:
+        export_model(detector, fmt, path)
+    if fmt == "torchscript":
+        module, meta = read_torchscript_metadata(path)
+    else:
+        extra = {"ganomaly.json": ""}
+        module = torch.export.load(str(path), extra_files=extra).module()
+        meta = json.loads(extra["ganomaly.json"])
+    assert meta == json.loads(json.dumps(export_metadata(detector)))
+    for x in batches(detector):
+        with torch.inference_mode():
+            outputs = module(x)
+        for got, want in zip(outputs, reference(detector, x), strict=True):
+            np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-4)
+
+
+def test_batch_statistics_models_are_refused(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ganomaly.cli import main
+
+    detector = GANomalyDetector.load(run_dir)
+    obj = detector.to_dict()
+    obj["config"]["bn_mode"] = obj["bn_mode"] = "batch"
+    torch.save(obj, tmp_path / "model.pt")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ganomaly: error: this model was trained with --bn-mode batch")
+    assert len(error.strip().splitlines()) == 1 and not out.exists()
