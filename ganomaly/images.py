@@ -52,7 +52,7 @@ def convert_pil(image: Image.Image, channels: int) -> np.ndarray:
     target = "L" if channels == 1 else "RGB"
     if image.mode != target:
         image = image.convert(target)
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy()
 
 
