@@ -30,6 +30,8 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
         "optimizer_g": state.optimizer_g.state_dict(),
         "optimizer_d": state.optimizer_d.state_dict(),
         "epoch": state.epoch,
+        "step": state.step,
+        "partial": dict(state.partial),
         "d_reinits": state.d_reinits,
         "history": [dict(row) for row in state.history],
         "torch_rng": torch.get_rng_state(),
@@ -37,9 +39,10 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
 
 
 def save_checkpoint(run_dir: Path, state: TrainState) -> Path:
-    """Write checkpoints/epoch-NNNN.pt and delete all but the newest KEEP."""
+    """Write checkpoints/epoch-EEEE-step-SSSSSS.pt (epochs finished, steps into the next) and
+    delete all but the newest KEEP."""
     folder = run_dir / "checkpoints"
-    path = folder / f"epoch-{state.epoch:04d}.pt"
+    path = folder / f"epoch-{state.epoch:04d}-step-{state.step:06d}.pt"
     atomic_save(checkpoint_dict(state), path)
     for old in list_checkpoints(run_dir)[:-KEEP]:
         old.unlink(missing_ok=True)
@@ -47,7 +50,7 @@ def save_checkpoint(run_dir: Path, state: TrainState) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint files, oldest first."""
+    """Checkpoint files, oldest first (zero-padded names sort by epoch, then step)."""
     return sorted((run_dir / "checkpoints").glob("epoch-*.pt"))
 
 
@@ -75,6 +78,8 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
         state.optimizer_g.load_state_dict(checkpoint["optimizer_g"])
         state.optimizer_d.load_state_dict(checkpoint["optimizer_d"])
         state.epoch = int(checkpoint["epoch"])
+        state.step = int(checkpoint["step"])
+        state.partial = {k: float(v) for k, v in checkpoint["partial"].items()}
         state.d_reinits = int(checkpoint["d_reinits"])
         state.history = [dict(row) for row in checkpoint["history"]]
         torch.set_rng_state(checkpoint["torch_rng"])

@@ -23,8 +23,11 @@ from ganomaly import __version__
 from ganomaly.config import ConfigError, RunConfig, from_dict
 
 EXIT_ERROR = 2
+# Settings `evaluate` takes to score a saved model on other data.
+EVALUATE_DATA_FLAGS = ("data", "data_dir", "category", "source", "protocol", "target_class")
 # Modules that add a sub-command: each has `register(subparsers)` setting `handler=`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "ganomaly.benchmark",
     "ganomaly.predict",
     "ganomaly.export",
     "ganomaly.server",
@@ -44,7 +47,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = RunConfig) -> 
         args = typing.get_args(hint)
         base = next((a for a in args if a is not type(None)), hint) if args else hint
         help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
-        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        kwargs: dict[str, Any] = {
+            "dest": field.name,
+            "default": argparse.SUPPRESS,
+            "help": help_text,
+        }
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -53,6 +60,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = RunConfig) -> 
             if field.metadata.get("choices"):
                 kwargs["choices"] = field.metadata["choices"]
         group.add_argument(_flag(field.name), **kwargs)
+
+
+def add_class_shorthands(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--normal-class K / --anomaly-class K: shorthands for --protocol ... --target-class K."""
+    for protocol in ("normal-class", "anomaly-class"):
+        parser.add_argument(
+            f"--{protocol}", type=int, metavar="K", help=f"= --protocol {protocol} --target-class K"
+        )
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -65,13 +80,18 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise ConfigError(f"--config {args.config}: invalid YAML ({str(error).splitlines()[0]})") from None
+            raise ConfigError(
+                f"--config {args.config}: invalid YAML ({str(error).splitlines()[0]})"
+            ) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {args.config}: expected a mapping of settings")
         values.update(loaded)
     names = {f.name for f in dataclasses.fields(RunConfig)}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    for shorthand, protocol in (("normal_class", "normal-class"), ("anomaly_class", "anomaly-class")):
+    for shorthand, protocol in (
+        ("normal_class", "normal-class"),
+        ("anomaly_class", "anomaly-class"),
+    ):
         value = getattr(args, shorthand, None)
         if value is not None:
             values["protocol"], values["target_class"] = protocol, value
@@ -91,6 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = build_config(args)
         metrics = train_run(config)
+    if not metrics:  # a torchrun rank other than 0: rank 0 reports (ganomaly/distributed.py)
+        return 0
     assert config.out is not None
     say(f"wrote {config.out}/report.html")
     print(summary_line(metrics, Path(config.out)))
@@ -103,8 +125,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
     run_dir = Path(args.run_dir)
-    metrics = evaluate_run(run_dir, batch_size=args.batch_size)
-    print(summary_line(metrics, run_dir))
+    data = {
+        name: getattr(args, name) for name in EVALUATE_DATA_FLAGS if getattr(args, name) is not None
+    }
+    if args.normal_class is not None or args.anomaly_class is not None:
+        data["protocol"] = "normal-class" if args.normal_class is not None else "anomaly-class"
+        data["target_class"] = (
+            args.normal_class if args.normal_class is not None else args.anomaly_class
+        )
+    metrics = evaluate_run(
+        run_dir, batch_size=args.batch_size, data=data, out=args.out, overwrite=args.overwrite
+    )
+    print(summary_line(metrics, Path(args.out) if data else run_dir))
     return 0
 
 
@@ -118,15 +150,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train on a dataset's normal images, then evaluate")
     train.add_argument("--config", metavar="FILE.yaml", help="settings file (flags override it)")
-    train.add_argument("--normal-class", type=int, metavar="K", help="= --protocol normal-class --target-class K")
-    train.add_argument("--anomaly-class", type=int, metavar="K", help="= --protocol anomaly-class --target-class K")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints")
+    add_class_shorthands(train)
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints"
+    )
     add_config_flags(train)
     train.set_defaults(handler=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="re-score a run's test split; rewrite metrics and figures")
+    evaluate = sub.add_parser(
+        "evaluate", help="re-score a run's test split; rewrite metrics and figures"
+    )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
-    evaluate.add_argument("--batch-size", type=int, default=256, help="scoring batch size (scores do not depend on it)")
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="scoring batch size (scores do not depend on it)",
+    )
+    other = evaluate.add_argument_group(
+        "score the saved model on another labelled set (report goes to --out)"
+    )
+    for name in EVALUATE_DATA_FLAGS:
+        other.add_argument(
+            _flag(name), metavar=name.upper(), type=int if name == "target_class" else str
+        )
+    add_class_shorthands(other)
+    other.add_argument(
+        "--out", metavar="DIR", help="where the new report goes (the run directory is left alone)"
+    )
+    other.add_argument("--overwrite", action="store_true", help="allow --out to hold files already")
     evaluate.set_defaults(handler=cmd_evaluate)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
@@ -145,6 +197,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    from ganomaly.training import TrainingInterrupted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -154,6 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except known_errors() as error:
         print(f"ganomaly: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except TrainingInterrupted as stop:
+        print(
+            f"ganomaly: {stop}; checkpoint saved, continue with: ganomaly train --resume RUN_DIR",
+            file=sys.stderr,
+        )
+        return 130
     except KeyboardInterrupt:
         print("ganomaly: interrupted", file=sys.stderr)
         return 130
@@ -161,4 +221,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
     return f"ganomaly: warning: {message}\n"
-

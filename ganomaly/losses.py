@@ -1,10 +1,10 @@
 """GANomaly's losses, with the reference code's weights (w_adv=1, w_con=50, w_enc=1).
 
-    L_adv = MSE(f(x), f(x_hat))       feature matching on D's penultimate map, not BCE
-    L_con = L1(x, x_hat)              reconstruction
-    L_enc = MSE(z, z_hat)             latent consistency
-    L_G   = w_adv L_adv + w_con L_con + w_enc L_enc
-    L_D   = (BCE(D(x), 1) + BCE(D(x_hat), 0)) / 2
+L_adv = MSE(f(x), f(x_hat))       feature matching on D's penultimate map, not BCE
+L_con = L1(x, x_hat)              reconstruction
+L_enc = MSE(z, z_hat)             latent consistency
+L_G   = w_adv L_adv + w_con L_con + w_enc L_enc
+L_D   = (BCE(D(x), 1) + BCE(D(x_hat), 0)) / 2
 """
 
 from __future__ import annotations

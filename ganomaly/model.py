@@ -50,7 +50,11 @@ def _down(c_in: int, c_out: int, batch_norm: bool) -> list[nn.Module]:
 
 
 def _extra(channels: int, activation: nn.Module) -> list[nn.Module]:
-    return [nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), activation]
+    return [
+        nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(channels),
+        activation,
+    ]
 
 
 class Encoder(nn.Module):

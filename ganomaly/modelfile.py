@@ -36,7 +36,9 @@ class ModelFileError(ValueError):
 def plain(value: Any) -> Any:
     """JSON-able data as plain Python types (numpy scalars -> float/int), so that
     weights_only loading accepts it."""
-    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    return json.loads(
+        json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    )
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -68,7 +70,9 @@ def safe_load(path: Path, what: str = "model file") -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "unpickling failed"
-        raise ModelFileError(f"{path}: refused to load, not a plain {what} ({first[:160]})") from None
+        raise ModelFileError(
+            f"{path}: refused to load, not a plain {what} ({first[:160]})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         first = (str(error).strip().splitlines() or ["unreadable"])[0]
         raise ModelFileError(f"{path}: not a readable {what} ({first[:160]})") from None

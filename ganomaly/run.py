@@ -1,16 +1,21 @@
 """A run directory: train on a dataset's normal images, evaluate on its test split, write
 
-    config.yaml  model.pt  checkpoints/  history.csv  metrics.json  scores.csv
-    data.json (source, fingerprint, test ids)  figures/*.png  report.html
+config.yaml  model.pt  checkpoints/  history.csv  metrics.json  scores.csv
+data.json (source, fingerprint, test ids)  figures/*.png  report.html
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +23,12 @@ import numpy as np
 import torch
 import yaml
 
+from ganomaly import distributed
 from ganomaly.checkpoint import load_latest_checkpoint, save_checkpoint
 from ganomaly.config import ConfigError, RunConfig, detector_part, from_dict
 from ganomaly.data import DataError, DataSplit, load_split, resolve_protocol
-from ganomaly.detector import GANomalyDetector
-from ganomaly.images import preprocess, to_display
+from ganomaly.detector import GANomalyDetector, load_images
+from ganomaly.images import to_display
 from ganomaly.training import HISTORY_COLUMNS, TrainState
 
 SCORE_COLUMNS = ("path", "class", "label", "score", "normalized_score", "is_anomaly")
@@ -34,12 +40,36 @@ FIGURES = (
     ("figures/roc.png", "ROC curve"),
     ("figures/pr.png", "Precision-recall curve (abnormal = positive)"),
     ("figures/outcomes.png", "The four outcomes at the saved threshold"),
+    ("figures/localization.png", "Anomaly maps over normal and abnormal test images, with masks"),
 )
 
 
 def say(message: str) -> None:
     """Progress lines go to stderr so stdout stays clean for results."""
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C (SIGINT) or SIGTERM asks training to stop at the next step boundary,
+    after saving a checkpoint; a second Ctrl-C interrupts at once."""
+    requested = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        say("stopping after this step; the checkpoint will be saved (Ctrl-C again to abort)")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested.is_set
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def prepare_out_dir(out: str | None, overwrite: bool) -> Path:
@@ -79,7 +109,9 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
 
 
 def write_scores(path: Path, split: DataSplit, result: dict[str, np.ndarray]) -> None:
@@ -106,7 +138,13 @@ def data_record(split: DataSplit) -> dict[str, Any]:
 def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     """Train, save, evaluate; returns metrics. With resume, continue from checkpoints/."""
     config.validate()
-    run_dir = Path(config.out) if resume and config.out else prepare_out_dir(config.out, config.overwrite)
+    # torchrun (ganomaly/distributed.py): every rank trains, rank 0 alone writes and logs.
+    distributed.setup(config.device)
+    if not distributed.is_main():
+        return _train_other_rank(config, resume)
+    run_dir = (
+        Path(config.out) if resume and config.out else prepare_out_dir(config.out, config.overwrite)
+    )
     split = load_split(config)
     protocol = resolve_protocol(config)
     say(
@@ -127,7 +165,14 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
 
     started = time.perf_counter()
     detector = GANomalyDetector(**dataclasses.asdict(detector_part(config)))
-    detector.fit(split.train, on_epoch=on_epoch, resume=checkpoint)
+    with stop_on_interrupt() as stop_requested:
+        detector.fit(
+            split.train, on_epoch=on_epoch, resume=checkpoint, stop_requested=stop_requested
+        )
+    distributed.teardown()  # the rest is rank 0's alone
+    threshold_from = "validation normals held out of train (quantile)"
+    if split.val is not None and split.val_is_abnormal is not None:
+        threshold_from = fit_labelled_threshold(detector, split.val, split.val_is_abnormal)
     train_seconds = time.perf_counter() - started
     history = detector.history_
     epoch_seconds = sum(row["seconds"] for row in history)
@@ -138,6 +183,7 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
         "n_train": len(detector.train_index_),
         "n_val": detector.n_val_,
         "d_reinits": int(sum(row["d_reinits"] for row in history)),
+        "threshold_from": threshold_from,
     }
     detector.card_ = {
         "data": config.data,
@@ -155,6 +201,52 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     return metrics
 
 
+def _train_other_rank(config: RunConfig, resume: bool) -> dict[str, Any]:
+    """A torchrun rank other than 0: the same data and training, no files, no logs."""
+    split = load_split(config)
+    checkpoint = load_latest_checkpoint(Path(str(config.out))) if resume else None
+    config.progress = False
+    detector = GANomalyDetector(**dataclasses.asdict(detector_part(config)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank 0 reports them
+        detector.fit(split.train, resume=checkpoint)
+    distributed.teardown()
+    return {}
+
+
+def fit_labelled_threshold(
+    detector: GANomalyDetector, files: list[Path], is_abnormal: np.ndarray
+) -> str:
+    """Refit normalisation and threshold on a labelled validation set (--val-dir).
+
+    The median comes from its normal images. With defects in it, the threshold is the one that
+    maximises F1 on it (flagged = score > threshold): a few known defects say more about where
+    to cut than a quantile of normals. Without defects, or with a fixed --threshold, the usual
+    rule applies to its normal images. Returns a note for metrics.json.
+    """
+    from ganomaly.metrics import image_metrics
+    from ganomaly.scoring import fit_threshold
+
+    config = detector.config
+    scores = detector._score(detector.preprocess(files))[0]
+    fit = fit_threshold(scores[is_abnormal == 0], config.threshold_quantile, config.threshold)
+    threshold, quantile = fit.threshold, fit.quantile
+    n_defects = int(is_abnormal.sum())
+    note = f"--val-dir: {fit.n_val} normal images (quantile {quantile})"
+    if n_defects and config.threshold is None:
+        best = image_metrics(is_abnormal, scores, fit.threshold)["best_f1_oracle_threshold"]
+        assert best is not None  # both kinds of image are present
+        threshold, quantile = float(best), None
+        note = f"--val-dir: best F1 over {fit.n_val} normal and {n_defects} defect images"
+    elif config.threshold is not None:
+        note = "fixed --threshold; median from --val-dir normal images"
+    detector.threshold_, detector.val_median_ = threshold, fit.median
+    detector.n_val_, detector.threshold_quantile_ = fit.n_val, quantile
+    detector.val_scores_ = scores[is_abnormal == 0]
+    detector.scorer_ = detector._make_scorer()
+    return note
+
+
 def evaluate_split(
     run_dir: Path,
     detector: GANomalyDetector,
@@ -165,15 +257,21 @@ def evaluate_split(
 ) -> dict[str, Any]:
     """Score the test split; write scores.csv, metrics.json, figures and report.html."""
     from ganomaly import figures
+    from ganomaly.localization import figure_picks, pixel_evaluation
     from ganomaly.metrics import image_metrics
     from ganomaly.report import write_report
 
     model_config = detector.config
-    images = preprocess(
+    images = load_images(
         split.test, model_config.image_hw(), detector.channels_, model_config.interpolation
     )
-    scores, normalized, _ = detector._score(images, batch_size)
-    result = {"score": scores, "normalized_score": normalized, "is_anomaly": scores > detector.threshold_}
+    with_maps = any(m is not None for m in split.test_masks)
+    scores, normalized, maps = detector._score(images, batch_size, with_maps=with_maps)
+    result = {
+        "score": scores,
+        "normalized_score": normalized,
+        "is_anomaly": scores > detector.threshold_,
+    }
     write_scores(run_dir / "scores.csv", split, result)
     labels = split.test_is_abnormal
     metrics: dict[str, Any] = image_metrics(labels, scores, detector.threshold_)
@@ -193,6 +291,9 @@ def evaluate_split(
         **training,
     )
     metrics["best_f1_oracle_note"] = "oracle: best F1 over all thresholds on the test labels"
+    pixel = None if maps is None else pixel_evaluation(maps, split.test_masks, split.test, labels)
+    if pixel is not None:
+        metrics.update(pixel[0])
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     fig_dir = run_dir / "figures"
@@ -205,7 +306,9 @@ def evaluate_split(
         detector.generator_.eval()
         device = next(detector.generator_.parameters()).device
         x_hat = detector.generator_(images[pick].to(device))[0]
-    figures.restoration_grid(to_display(images[pick]), to_display(x_hat), fig_dir / "restoration.png")
+    figures.restoration_grid(
+        to_display(images[pick]), to_display(x_hat), fig_dir / "restoration.png"
+    )
     figures.score_boxplot(
         scores, split.test_classes, set(split.normal_classes), detector.threshold_,
         fig_dir / "score_boxplot.png",
@@ -216,8 +319,15 @@ def evaluate_split(
     figures.outcome_galleries(
         to_display(images), labels, result["is_anomaly"], scores, fig_dir / "outcomes.png"
     )
+    if pixel is not None:
+        _, index, grid_maps, grid_masks = pixel
+        picked = figure_picks(labels[index])
+        figures.localization_figure(
+            to_display(images[index[picked]]), grid_maps[picked], grid_masks[picked],
+            fig_dir / "localization.png", n=len(picked),
+        )  # fmt: skip
     shown = [f for f in FIGURES if (run_dir / f[0]).exists()]
-    write_report(run_dir, metrics, dataclasses.asdict(config), list(shown))
+    write_report(run_dir, metrics, dataclasses.asdict(config), shown)
     return metrics
 
 
@@ -227,14 +337,45 @@ def _restoration_picks(labels: np.ndarray, scores: np.ndarray, per_kind: int = 8
     for kind in (0, 1):
         index = np.flatnonzero(labels == kind)
         if len(index):
-            picks.append(index[np.linspace(0, len(index) - 1, min(per_kind, len(index))).astype(int)])
+            picks.append(
+                index[np.linspace(0, len(index) - 1, min(per_kind, len(index))).astype(int)]
+            )
     return np.concatenate(picks) if picks else np.arange(min(len(scores), per_kind))
 
 
-def evaluate_run(run_dir: Path, batch_size: int = 256) -> dict[str, Any]:
-    """Re-score a run's test split with its saved model; refuse data that does not match."""
+def evaluate_run(
+    run_dir: Path,
+    batch_size: int = 256,
+    data: dict[str, Any] | None = None,
+    out: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Re-score a run's test split with its saved model; refuse data that does not match.
+
+    With `data` (settings such as data, data_dir, category, target_class), score the saved
+    model on that other labelled set instead (a new batch, a drift check) and write a fresh
+    report to `out`, leaving the run directory untouched.
+    """
     config = read_config(run_dir)
-    detector = GANomalyDetector.load(run_dir, device="cpu" if config.device == "auto" else config.device)
+    detector = GANomalyDetector.load(
+        run_dir, device="cpu" if config.device == "auto" else config.device
+    )
+    if data:
+        if not out:
+            raise ConfigError("evaluating on other data needs --out DIR for the new report")
+        report_dir = prepare_out_dir(out, overwrite)
+        if report_dir.resolve() == run_dir.resolve():
+            raise ConfigError("--out must not be the run directory itself")
+        kind_changed = data.get("data", config.data) != config.data
+        config = dataclasses.replace(config, val_dir=None, **data)
+        if kind_changed and "protocol" not in data:
+            config.protocol = None  # the new dataset's natural protocol
+        config.validate()
+        split = load_split(config)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "data.json").write_text(json.dumps(data_record(split), indent=1))
+        write_config(report_dir / "config.yaml", config)
+        return evaluate_split(report_dir, detector, split, config, {}, batch_size)
     split = load_split(config)
     record_path = run_dir / "data.json"
     if record_path.is_file():
@@ -250,7 +391,10 @@ def evaluate_run(run_dir: Path, batch_size: int = 256) -> dict[str, Any]:
     training = {}
     if previous.is_file():
         old = json.loads(previous.read_text())
-        keys = ("train_seconds", "train_images_per_second", "n_train", "n_val", "d_reinits")
+        keys = (
+            "train_seconds", "train_images_per_second", "n_train", "n_val", "d_reinits",
+            "threshold_from",
+        )  # fmt: skip
         training = {k: old[k] for k in keys if k in old}
     return evaluate_split(run_dir, detector, split, config, training, batch_size)
 

@@ -1,10 +1,10 @@
 """Scores, normalisation and threshold: one definition for the CLI, the API, export and server.
 
-    score            = mean_j (z_j - z_hat_j)^2   (or |.| with score_metric="l1")
-    threshold        = np.quantile(val_normal_scores, q, method="higher")   (or a fixed value)
-    normalized_score = (score - m) / (threshold - m),  m = median(val_normal_scores)
-    is_anomaly       = score > threshold
-    anomaly map      = Gaussian-smoothed channel mean of |x - x_hat| at the model's resolution
+score            = mean_j (z_j - z_hat_j)^2   (or |.| with score_metric="l1")
+threshold        = np.quantile(val_normal_scores, q, method="higher")   (or a fixed value)
+normalized_score = (score - m) / (threshold - m),  m = median(val_normal_scores)
+is_anomaly       = score > threshold
+anomaly map      = Gaussian-smoothed channel mean of |x - x_hat| at the model's resolution
 """
 
 from __future__ import annotations
@@ -32,6 +32,18 @@ def gaussian_kernel(sigma: float) -> Tensor:
     return kernel / kernel.sum()
 
 
+def smooth_maps(amap: Tensor, kernel: Tensor) -> Tensor:
+    """Separable blur of (B, 1, H, W) maps with a 1-D `kernel` (see `gaussian_kernel`)."""
+    k = kernel.numel()
+    radius = k // 2
+    # Reflect padding needs radius < size; replicate is the safe fallback for tiny maps.
+    mode = "reflect" if min(amap.shape[-2:]) > radius else "replicate"
+    amap = F.pad(amap, (radius, radius, 0, 0), mode=mode)
+    amap = F.conv2d(amap, kernel.view(1, 1, 1, k))
+    amap = F.pad(amap, (0, 0, radius, radius), mode=mode)
+    return F.conv2d(amap, kernel.view(1, 1, k, 1))
+
+
 class AnomalyScorer(nn.Module):
     """Preprocessed images (B, C, H, W) in [-1, 1] -> (score, normalized_score, anomaly_map).
 
@@ -48,20 +60,17 @@ class AnomalyScorer(nn.Module):
         self.register_buffer("median", torch.tensor(float(median)))
         self.register_buffer("scale", torch.tensor(normalization_scale(threshold, median)))
         self.sigma = float(sigma)
+        self.threshold: Tensor
+        self.median: Tensor
+        self.scale: Tensor
+        self.kernel: Tensor
         self.register_buffer("kernel", gaussian_kernel(sigma) if sigma > 0 else torch.ones(1))
 
     def smooth(self, amap: Tensor) -> Tensor:
         """Separable Gaussian blur of (B, 1, H, W) maps, reflect-padded so edges are not dimmed."""
         if self.sigma <= 0:
             return amap
-        k = self.kernel.numel()
-        radius = k // 2
-        # Reflect padding needs radius < size; replicate is the safe fallback for tiny maps.
-        mode = "reflect" if min(amap.shape[-2:]) > radius else "replicate"
-        amap = F.pad(amap, (radius, radius, 0, 0), mode=mode)
-        amap = F.conv2d(amap, self.kernel.view(1, 1, 1, k))
-        amap = F.pad(amap, (0, 0, radius, radius), mode=mode)
-        return F.conv2d(amap, self.kernel.view(1, 1, k, 1))
+        return smooth_maps(amap, self.kernel)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x_hat, z, z_hat = self.generator(x)
@@ -69,6 +78,12 @@ class AnomalyScorer(nn.Module):
         normalized = (score - self.median) / self.scale  # (B,)
         amap = (x - x_hat).abs().mean(1, keepdim=True)  # (B, 1, H, W)
         return score, normalized, self.smooth(amap)[:, 0]  # (B, H, W)
+
+    def scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(score, normalized_score) alone: E1, decoder and E2, no anomaly map to compute."""
+        _, z, z_hat = self.generator(x)
+        score = latent_score(z, z_hat, self.metric)  # (B,)
+        return score, (score - self.median) / self.scale
 
 
 def normalization_scale(threshold: float, median: float) -> float:
@@ -113,7 +128,9 @@ def fit_threshold(val_scores: np.ndarray, quantile: float, fixed: float | None) 
 def batch_statistics(module: nn.Module) -> Iterator[None]:
     """Score with BatchNorm batch statistics (the reference's behaviour) without changing
     the stored running statistics."""
-    saved = {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
+    saved = {
+        k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k
+    }
     was_training = module.training
     module.train()
     try:
@@ -137,14 +154,20 @@ def score_tensor(
     scorer.eval()
     scores, normalized, maps = [], [], []
     context = batch_statistics(scorer) if bn_mode == "batch" else contextlib.nullcontext()
+    if device.type == "cuda" and images.device.type == "cpu" and not images.is_pinned():
+        images = images.pin_memory()  # page-locked: the copies below overlap with compute
     with context:
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True)
-            s, n, m = scorer(x)
+            # channels_last: the layout oneDNN / cuDNN convolutions are fastest on
+            x = x.contiguous(memory_format=torch.channels_last)
+            if with_maps:
+                s, n, m = scorer(x)
+                maps.append(m.float().cpu())
+            else:
+                s, n = scorer.scores(x)
             scores.append(s.float().cpu())
             normalized.append(n.float().cpu())
-            if with_maps:
-                maps.append(m.float().cpu())
     if not scores:
         empty = np.zeros(0, dtype=np.float32)
         return empty, empty, (np.zeros((0, *images.shape[-2:]), np.float32) if with_maps else None)

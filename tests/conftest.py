@@ -24,6 +24,19 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ganomaly.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "digits0"
-    code = main(["train", "--data", "digits", "--normal-class", "0", "--seed", "3", "--out", str(out), *TINY])
+    code = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--normal-class",
+            "0",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert code == 0
     return out

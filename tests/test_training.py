@@ -8,11 +8,20 @@ import torch
 from ganomaly.config import DetectorConfig
 from ganomaly.losses import discriminator_loss
 from ganomaly.model import make_networks
-from ganomaly.training import TrainState, TrainingError, check_finite, make_optimizers, run_epoch, train_step
+from ganomaly.training import (
+    TrainingError,
+    TrainState,
+    check_finite,
+    make_optimizers,
+    run_epoch,
+    train_step,
+)
 
 
 def tiny_state(**overrides):
-    config = DetectorConfig(image_size="16", nz=8, ngf=4, epochs=1, batch_size=4, progress=False, **overrides)
+    config = DetectorConfig(
+        image_size="16", nz=8, ngf=4, epochs=1, batch_size=4, progress=False, **overrides
+    )
     generator, discriminator = make_networks((16, 16), 1, config.nz, config.ngf, 0, seed=0)
     optimizer_g, optimizer_d = make_optimizers(generator, discriminator, config)
     return TrainState(generator, discriminator, optimizer_g, optimizer_d, config)
@@ -39,7 +48,8 @@ def test_discriminator_update_uses_only_its_own_loss():
         assert torch.allclose(param, dict(expected_d.named_parameters())[name], atol=1e-7), name
     # ... and the generator moved, while the discriminator's L_adv gradient never reached D.
     assert any(
-        not torch.equal(a, b) for a, b in zip(state.generator.parameters(), generator0.parameters(), strict=True)
+        not torch.equal(a, b)
+        for a, b in zip(state.generator.parameters(), generator0.parameters(), strict=True)
     )
 
 
@@ -52,7 +62,9 @@ def test_generator_update_matches_its_weighted_loss():
     (x_hat - x).abs().mean().backward()  # L1 only, worked out independently of losses.py
     torch.optim.Adam(expected_g.parameters(), lr=2e-4, betas=(0.5, 0.999)).step()
     train_step(state, x)
-    for (name, param), expected in zip(state.generator.named_parameters(), expected_g.parameters(), strict=True):
+    for (name, param), expected in zip(
+        state.generator.named_parameters(), expected_g.parameters(), strict=True
+    ):
         assert torch.allclose(param, expected, atol=1e-7), name
 
 

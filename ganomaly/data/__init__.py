@@ -1,14 +1,19 @@
 """Datasets by name, turned into a one-class split by a protocol.
 
     split = load_split(config)   # config: a RunConfig
-    split.train                  # normal images only, uint8 (N, C, H, W)
-    split.test, split.test_is_abnormal, split.test_ids, split.test_classes
+    split.train                  # normal images only: uint8 (N, C, H, W), or image files
+    split.test, split.test_is_abnormal, split.test_ids, split.test_classes, split.test_masks
+    split.val, split.val_is_abnormal   # --val-dir, when given
+
+Class datasets (mnist, fashion-mnist, cifar10, digits) are arrays in memory; folder datasets
+(mvtec, folder) are lists of files that the one preprocessing reads (see docs/datasets.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,8 +21,9 @@ from ganomaly.config import RunConfig
 from ganomaly.data.errors import DataError
 from ganomaly.data.protocols import one_class_split
 
-CLASS_DATASETS = ("mnist", "fashion-mnist", "digits")
-DATASETS = CLASS_DATASETS
+CLASS_DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
+FOLDER_DATASETS = ("mvtec", "folder")
+DATASETS = CLASS_DATASETS + FOLDER_DATASETS
 
 __all__ = ["DATASETS", "DataError", "DataSplit", "load_split", "resolve_protocol"]
 
@@ -26,9 +32,9 @@ __all__ = ["DATASETS", "DataError", "DataSplit", "load_split", "resolve_protocol
 class DataSplit:
     """What training and evaluation need, with the provenance a run records."""
 
-    train: np.ndarray  # normal images, uint8 (N, C, H, W)
+    train: Any  # normal images: uint8 array (N, C, H, W), or a list of image files
     train_ids: list[str]
-    test: np.ndarray
+    test: Any  # as train
     test_ids: list[str]
     test_is_abnormal: np.ndarray  # (N_test,) 0/1
     test_classes: list[str]
@@ -36,7 +42,9 @@ class DataSplit:
     channels: int
     data_source: str
     fingerprint: str
-    test_masks: list[Path | None] = field(default_factory=list)
+    test_masks: list[Path | None] = field(default_factory=list)  # per test image, or empty
+    val: list[Path] | None = None  # --val-dir images (good/ and defect folders)
+    val_is_abnormal: np.ndarray | None = None
 
 
 def resolve_protocol(config: RunConfig) -> str:
@@ -48,9 +56,46 @@ def resolve_protocol(config: RunConfig) -> str:
 
 def load_split(config: RunConfig) -> DataSplit:
     """Load `config.data` and apply the protocol; raises DataError with a one-line reason."""
-    protocol = resolve_protocol(config)
     if config.data not in DATASETS:
         raise DataError(f"unknown dataset {config.data!r}; choose one of {', '.join(DATASETS)}")
+    split = _folder_split(config) if config.data in FOLDER_DATASETS else _class_split(config)
+    if config.val_dir:
+        from ganomaly.data.folders import load_val_dir
+
+        test_files = split.test if isinstance(split.test, list) else []
+        split.val, split.val_is_abnormal = load_val_dir(config.val_dir, test_files)
+    return split
+
+
+def _folder_split(config: RunConfig) -> DataSplit:
+    from ganomaly.data.folders import channels_of, load_mvtec, load_user_folder
+
+    protocol = resolve_protocol(config)
+    if protocol != config.data:
+        raise DataError(f"protocol {protocol!r} does not apply to {config.data}")
+    if config.data == "mvtec":
+        found = load_mvtec(config.data_dir, config.category)
+        source = f"mvtec:{found.root.name}"
+    else:
+        found = load_user_folder(config.data_dir)
+        source = f"folder:{found.root.name}"
+    return DataSplit(
+        train=found.train,
+        train_ids=[p.relative_to(found.root).as_posix() for p in found.train],
+        test=found.test,
+        test_ids=found.test_ids,
+        test_is_abnormal=found.test_is_abnormal,
+        test_classes=found.test_classes,
+        normal_classes=["good"],
+        channels=channels_of(found.train[0]),
+        data_source=source,
+        fingerprint=found.fingerprint,
+        test_masks=found.test_masks,
+    )
+
+
+def _class_split(config: RunConfig) -> DataSplit:
+    protocol = resolve_protocol(config)
     if protocol not in ("normal-class", "anomaly-class", "paper"):
         raise DataError(f"protocol {protocol!r} does not apply to {config.data}")
     if config.target_class is None:
@@ -62,6 +107,10 @@ def load_split(config: RunConfig) -> DataSplit:
         from ganomaly.data.digits import load_digits_dataset
 
         source = load_digits_dataset()
+    elif config.data == "cifar10":
+        from ganomaly.data.cifar import load_cifar10
+
+        source = load_cifar10(config.data_dir)
     else:
         from ganomaly.data.mnist import load_idx_dataset
 

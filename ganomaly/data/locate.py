@@ -64,7 +64,10 @@ def download(url: str, dest: Path, md5: str) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
+        with (
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+            tmp.open("wb") as out,
+        ):
             shutil.copyfileobj(response, out)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         tmp.unlink(missing_ok=True)

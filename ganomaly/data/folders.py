@@ -1,0 +1,230 @@
+"""Image-folder datasets: MVTec AD (`mvtec`), a user's own folder (`folder`), and `--val-dir`.
+
+MVTec AD, as its archive unpacks (one folder per category):
+
+    <data-dir>/<category>/train/good/*.png
+    <data-dir>/<category>/test/good/*.png           normal
+    <data-dir>/<category>/test/<defect>/NNN.png     abnormal
+    <data-dir>/<category>/ground_truth/<defect>/NNN_mask.png
+
+A user's folder (`--data folder --data-dir D`):
+
+    D/train/**            normal images, nested folders allowed
+    D/test/good/**        normal
+    D/test/<name>/**      abnormal, class <name>
+    D/ground_truth/<name>/<same relative path>_mask.png     optional masks
+
+Every mask must belong to a test image (same relative path, stem + "_mask"); for MVTec every
+defect image must have one. MVTec AD's licence (CC BY-NC-SA 4.0) does not allow
+redistribution, so it is never downloaded. Files are listed, never decoded here: the split
+holds paths and the one preprocessing (`ganomaly.images`) reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ganomaly.data.errors import DataError
+from ganomaly.data.locate import cache_dir, file_digest, search_roots
+from ganomaly.images import IMAGE_SUFFIXES, ImageError, find_images
+
+MVTEC_SUBDIRS = ("", "mvtec", "mvtec_anomaly_detection", "mvtec_ad")
+NORMAL = "good"
+
+
+@dataclass
+class FolderSet:
+    """A folder dataset's files, labels and provenance."""
+
+    root: Path
+    train: list[Path]
+    test: list[Path]
+    test_ids: list[str]
+    test_classes: list[str]
+    test_is_abnormal: np.ndarray
+    test_masks: list[Path | None]
+    fingerprint: str
+
+
+def _images(folder: Path) -> list[Path]:
+    return find_images(folder) if folder.is_dir() else []
+
+
+def labelled_folder(folder: Path, what: str) -> tuple[list[Path], list[str]]:
+    """`good/` (normal) and other sub-folders (abnormal, class = folder) -> (files, classes)."""
+    if not folder.is_dir():
+        raise DataError(f"{what} {folder}: no such directory")
+    stray = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if stray:
+        raise DataError(
+            f"{stray[0]}: images in {what} must be inside {NORMAL}/ (normal) or <defect>/ folders"
+        )
+    files: list[Path] = []
+    classes: list[str] = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        found = find_images(sub)
+        files += found
+        classes += [sub.name] * len(found)
+    if NORMAL not in classes:
+        raise DataError(
+            f"{what} {folder}: no normal images in {folder / NORMAL}/ (normal images are needed "
+            "to measure false alarms)"
+        )
+    return files, classes
+
+
+def _masks(root: Path, test: list[Path], classes: list[str], required: bool) -> list[Path | None]:
+    """Match ground_truth/<class>/<rel>_mask.<ext> to test/<class>/<rel>.<ext>."""
+    gt_root = root / "ground_truth"
+    by_key = {
+        (p.relative_to(root / "test").with_suffix("").as_posix()): i for i, p in enumerate(test)
+    }
+    masks: list[Path | None] = [None] * len(test)
+    for mask in _images(gt_root):
+        rel = mask.relative_to(gt_root).with_suffix("").as_posix()
+        if not rel.endswith("_mask"):
+            raise DataError(f"{mask}: mask names must end in _mask (e.g. 000_mask.png)")
+        key = rel[: -len("_mask")]
+        if key not in by_key:
+            raise DataError(
+                f"{mask}: no test image test/{key}.* matches this mask "
+                "(expected ground_truth/<defect>/<image name>_mask.png)"
+            )
+        index = by_key[key]
+        if classes[index] == NORMAL:
+            raise DataError(f"{mask}: a mask for a normal image (test/{NORMAL}/ has no masks)")
+        masks[index] = mask
+    if required:
+        missing = [test[i] for i, c in enumerate(classes) if c != NORMAL and masks[i] is None]
+        if missing:
+            raise DataError(
+                f"{missing[0]}: no mask ground_truth/{missing[0].parent.name}/"
+                f"{missing[0].stem}_mask.png"
+                + (
+                    f" (and {len(missing) - 1} more images without masks)"
+                    if len(missing) > 1
+                    else ""
+                )
+            )
+    return masks
+
+
+def read_folder_set(root: Path, train_dir: Path, masks_required: bool) -> FolderSet:
+    """List a folder dataset rooted at `root` (train images under `train_dir`)."""
+    train = _images(train_dir)
+    if not train:
+        raise DataError(f"{train_dir}: no training images (png, jpg, bmp, tif)")
+    test, classes = labelled_folder(root / "test", "test folder")
+    masks = _masks(root, test, classes, masks_required)
+    ids = [p.relative_to(root).as_posix() for p in test]
+    files = train + test + [m for m in masks if m is not None]
+    return FolderSet(
+        root=root,
+        train=train,
+        test=test,
+        test_ids=ids,
+        test_classes=classes,
+        test_is_abnormal=np.array([c != NORMAL for c in classes], dtype=np.int64),
+        test_masks=masks,
+        fingerprint=_fingerprint(root, files),
+    )
+
+
+def _fingerprint(root: Path, files: list[Path]) -> str:
+    # Names relative to the root, so the same dataset copied elsewhere keeps its fingerprint;
+    # file contents are hashed, so a changed image changes it.
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path.relative_to(root).as_posix()}:{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def find_mvtec_category(data_dir: str | None, category: str | None) -> Path:
+    """The folder of an MVTec AD category by the search order; never downloads."""
+    roots = search_roots(data_dir)
+    if not category:
+        found = sorted(
+            {p.name for r in roots for s in MVTEC_SUBDIRS for p in _category_dirs(r / s)}
+        )
+        listing = f" (found: {', '.join(found)})" if found else ""
+        raise DataError(f"--data mvtec needs --category NAME, e.g. bottle{listing}")
+    for root in roots:
+        for sub in MVTEC_SUBDIRS:
+            candidate = root / sub / category
+            if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+                return candidate
+    places = ", ".join(str(r) for r in roots)
+    raise DataError(
+        f"MVTec AD category {category!r} not found (looked in {places}). Its licence does not "
+        "allow redistribution, so it is never downloaded: get it from the MVTec AD website and "
+        f"unpack it into --data-dir, $GANOMALY_DATA/mvtec or {cache_dir() / 'mvtec'} so that "
+        f"<dir>/{category}/train/good and <dir>/{category}/test exist"
+    )
+
+
+def _category_dirs(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if (p / "train").is_dir() and (p / "test").is_dir()]
+
+
+def mvtec_categories(data_dir: str | None) -> list[str]:
+    """Names of the MVTec AD categories found by the search order, sorted."""
+    roots = search_roots(data_dir)
+    found = sorted({p.name for r in roots for s in MVTEC_SUBDIRS for p in _category_dirs(r / s)})
+    if not found:
+        raise DataError("no MVTec AD categories found: pass --data-dir (see docs/datasets.md)")
+    return found
+
+
+def load_mvtec(data_dir: str | None, category: str | None) -> FolderSet:
+    """An MVTec AD category: train/good, test/<good|defect>, ground_truth masks (required)."""
+    root = find_mvtec_category(data_dir, category)
+    return read_folder_set(root, root / "train" / NORMAL, masks_required=True)
+
+
+def load_user_folder(data_dir: str | None) -> FolderSet:
+    """A user's folder: train/ (nested), test/good/, test/<name>/, optional ground_truth/."""
+    if not data_dir:
+        raise DataError("--data folder needs --data-dir DIR holding train/ and test/")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--data-dir {data_dir}: no such directory")
+    if not (root / "train").is_dir():
+        raise DataError(f"--data-dir {data_dir}: no train/ folder of normal images")
+    return read_folder_set(root, root / "train", masks_required=False)
+
+
+def channels_of(path: Path) -> int:
+    """1 for a greyscale file (L, LA, I, I;16, F, 1), else 3: the dataset's natural channels."""
+    try:
+        with Image.open(path) as image:
+            return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+    except OSError as error:
+        raise ImageError(f"{path}: not a readable image ({error})") from None
+
+
+def load_val_dir(val_dir: str, test: list[Path]) -> tuple[list[Path], np.ndarray]:
+    """A labelled validation folder (good/ + defect folders), kept apart from the test set."""
+    files, classes = labelled_folder(Path(val_dir).expanduser(), "--val-dir")
+    test_files = {p.resolve() for p in test}
+    shared = [p for p in files if p.resolve() in test_files]
+    if shared:
+        raise DataError(f"--val-dir {val_dir}: {shared[0]} is also a test image; keep them apart")
+    return files, np.array([c != NORMAL for c in classes], dtype=np.int64)
+
+
+__all__ = [
+    "FolderSet",
+    "channels_of",
+    "labelled_folder",
+    "load_mvtec",
+    "load_user_folder",
+    "load_val_dir",
+    "mvtec_categories",
+]
