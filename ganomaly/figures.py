@@ -125,6 +125,10 @@ def loss_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
             continue
         if key == "d_reinits":
             ax.bar(epochs, values, width=0.8, color="#9467bd")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylim(0, max(float(np.nanmax(values)), 1.0) * 1.1)  # counts: never below 0
+            if not np.nansum(values):
+                _empty_note(ax, "none: L_D never fell below the threshold")
             continue
         # Markers keep a short run (a single epoch) visible as points.
         ax.plot(epochs, values, marker="o" if len(epochs) <= 30 else None, markersize=3)
