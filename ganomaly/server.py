@@ -13,13 +13,15 @@ Routes (OpenAPI schema at /openapi.json):
 Every upload goes through the one preprocessing (`ganomaly.images`) and the detector's own
 scorer, so the server's scores equal the CLI's and the API's. Safety, in order: the request
 size is checked against Content-Length before anything is read and the body is streamed with a
-hard cap; each file's pixel count is read from its header before decoding; errors are JSON
-4xx with a one-line `detail`, never a 5xx; the model is loaded once and the torch call runs in
-a worker thread under one lock. With --api-key-env the /v1 routes need the key, as
+hard cap and an idle timeout; only common raster formats are opened, and each file's pixel count
+is read from its header before decoding; errors are JSON 4xx with a one-line `detail`, never a
+5xx; a client hanging up mid-body is no error; the model is loaded once and the torch call runs
+in a worker thread under one lock. With --api-key-env the /v1 routes need the key, as
 `X-API-Key: KEY` or `Authorization: Bearer KEY`.
 """
 
 import argparse
+import asyncio
 import base64
 import hmac
 import io
@@ -41,6 +43,10 @@ from ganomaly.images import ImageError, load_image
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_PIXELS = 25_000_000
 DEFAULT_MAX_FILES = 32
+DEFAULT_BODY_TIMEOUT_S = 30.0
+# Pillow can open some 40 formats, some through external programs (EPS runs Ghostscript) or
+# rarely exercised parsers; an upload from anyone gets only the common raster formats.
+UPLOAD_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 STATIC_DIR = Path(__file__).parent / "static"
 
 Scope = MutableMapping[str, Any]
@@ -58,14 +64,19 @@ class UploadError(Exception):
         self.detail = detail
 
 
+def _closing(status: int) -> dict[str, str]:
+    """Headers for an error answered before the body was read to its end: after 408 or 413 the
+    connection is closed, so the server never reads (nor waits for) the rest of that body."""
+    return {"connection": "close"} if status in (408, 413) else {}
+
+
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
     ]
-    if status == 413:
-        headers.append((b"connection", b"close"))  # the unread rest of the body is discarded
+    headers += [(k.encode(), v.encode()) for k, v in _closing(status).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
@@ -75,12 +86,20 @@ class UploadLimit:
 
     A declared Content-Length over the cap is answered 413 at once; a body without one (chunked)
     is counted while streamed and cut off with 413 as soon as it passes the cap, so at most
-    `max_bytes` of any request is ever held.
+    `max_bytes` of any request is ever held. A client that stops sending mid-body (a Content-
+    Length larger than what it sends, a stalled chunked stream) gets 408 after `body_timeout`
+    seconds without data instead of holding its connection and buffers for ever.
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        max_bytes: int,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -91,6 +110,8 @@ class UploadLimit:
         if declared is not None:
             try:
                 length = int(declared)
+                if length < 0:  # uvicorn's parser refuses these first; not every server does
+                    raise ValueError(length)
             except ValueError:
                 await _send_json(send, 400, {"detail": "invalid Content-Length header"})
                 return
@@ -98,15 +119,24 @@ class UploadLimit:
                 await _send_json(send, 413, {"detail": f"request of {length:,} bytes: {limit}"})
                 return
         received = 0
+        body_done = False
         started = False
 
         async def capped_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body, receive() only waits for a disconnect: no timeout
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                raise UploadError(
+                    408, f"no request body data for {self.body_timeout:g} s: request abandoned"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise UploadError(413, f"request body over {self.max_bytes:,} bytes: {limit}")
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -114,8 +144,14 @@ class UploadLimit:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        from starlette.requests import ClientDisconnect
+
         try:
             await self.app(scope, capped_receive, tracking_send)
+        except ClientDisconnect:
+            # The client hung up mid-body: there is nobody to answer, and it is no server
+            # fault (left alone, it would be logged as "Exception in ASGI application").
+            return
         except UploadError as error:
             if started:
                 raise
@@ -134,13 +170,16 @@ def decode_upload(data: bytes, name: str, channels: int, max_pixels: int) -> np.
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with Image.open(path) as image:  # reads the header only
+                with Image.open(path, formats=UPLOAD_FORMATS) as image:  # reads the header only
                     width, height = image.size
         except Image.DecompressionBombError:
             raise UploadError(413, f"{name}: too many pixels (limit {max_pixels:,})") from None
         except Exception as error:  # Pillow raises many types for data it cannot identify
             reason = str(error).replace(str(path), name).replace("'upload'", repr(name))
-            raise UploadError(415, f"{name}: not a readable image ({reason})") from None
+            formats = ", ".join(UPLOAD_FORMATS)
+            raise UploadError(
+                415, f"{name}: not a readable image of a served format ({formats}): {reason}"
+            ) from None
         if width * height > max_pixels:
             raise UploadError(
                 413, f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,}"
@@ -250,6 +289,7 @@ def create_app(
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20),
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = DEFAULT_MAX_FILES,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
     device: str = "cpu",
 ) -> Any:
     """The ASGI application (FastAPI) serving the model at `model_path` (run dir or model.pt).
@@ -308,7 +348,7 @@ def create_app(
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, error.status)
+        return JSONResponse({"detail": error.detail}, error.status, _closing(error.status))
 
     def check_key(request: Request) -> None:
         if api_key is None:
@@ -328,6 +368,7 @@ def create_app(
         for code, text in (
             (400, "no file, an empty file, too many files, or a malformed request"),
             (401, "missing or wrong API key"),
+            (408, "the request body stopped arriving (see --body-timeout)"),
             (413, "request larger than the upload limit, or an image with too many pixels"),
             (415, "a file that is not a readable image"),
         )
@@ -414,7 +455,7 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(UploadLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=max_upload_bytes, body_timeout=body_timeout)
     return app
 
 
@@ -428,8 +469,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"serve needs the serve extra ({error.name} is missing): pip install 'ganomaly[serve]'"
         ) from None
-    if args.max_upload_mb <= 0 or args.max_pixels < 1 or args.max_files < 1:
-        raise ConfigError("--max-upload-mb, --max-pixels and --max-files must be positive")
+    if min(args.max_upload_mb, args.max_pixels, args.max_files, args.body_timeout) <= 0:
+        raise ConfigError(
+            "--max-upload-mb, --max-pixels, --max-files and --body-timeout must be positive"
+        )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be between 0 and 65535")
     api_key = None
@@ -445,6 +488,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
         max_files=args.max_files,
+        body_timeout=args.body_timeout,
         device=args.device,
     )
     guard = " (API key required on /v1)" if api_key else ""
@@ -488,6 +532,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-files", type=int, default=DEFAULT_MAX_FILES,
         help=f"most images per request (default: {DEFAULT_MAX_FILES})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="S",
+        help="answer 408 when a request body sends nothing for S seconds "
+        f"(default: {DEFAULT_BODY_TIMEOUT_S:g})",
     )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument(
