@@ -54,7 +54,9 @@ class AnomalyScorer(nn.Module):
         self, generator: Generator, metric: str, threshold: float, median: float, sigma: float
     ) -> None:
         super().__init__()
-        self.generator = generator
+        # channels_last weights to match the channels_last batches of `score_tensor`: oneDNN
+        # and cuDNN then run the convolutions without reordering weights or activations.
+        self.generator = generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.metric = metric
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.register_buffer("median", torch.tensor(float(median)))
