@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ganomaly.modelfile import ModelFileError, atomic_save, safe_load
-from ganomaly.training import TrainState
+from ganomaly.training import TrainingError, TrainState
 
 KEEP = 2
 CHECKPOINT_FORMAT = "ganomaly-checkpoint"
@@ -38,9 +38,26 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
     }
 
 
+def check_finite_weights(state: TrainState) -> None:
+    """Refuse to checkpoint non-finite weights: an update can overflow while its loss, computed
+    before the update, was still finite. The previous checkpoints stay the good ones."""
+    for name, network in (("generator", state.generator), ("discriminator", state.discriminator)):
+        if not all(torch.isfinite(p).all() for p in network.parameters()):
+            where = (
+                f"epoch {state.epoch + 1}, step {state.step}"
+                if state.step
+                else (f"the end of epoch {state.epoch}")
+            )
+            raise TrainingError(
+                f"non-finite {name} weights at {where}; not checkpointed (the last good "
+                "checkpoint is kept); try a lower --lr"
+            )
+
+
 def save_checkpoint(run_dir: Path, state: TrainState) -> Path:
     """Write checkpoints/epoch-EEEE-step-SSSSSS.pt (epochs finished, steps into the next) and
     delete all but the newest KEEP."""
+    check_finite_weights(state)
     folder = run_dir / "checkpoints"
     path = folder / f"epoch-{state.epoch:04d}-step-{state.step:06d}.pt"
     atomic_save(checkpoint_dict(state), path)
