@@ -16,9 +16,17 @@ group (gloo on CPU, NCCL on CUDA) and:
 - the losses are all-reduced every step, so the D re-init decision (on the averaged L_D) and
   the non-finite check are the same on every rank; a re-init happens on rank 0 and D's
   state is broadcast, so all ranks keep bit-identical weights;
-- BatchNorm: per-rank batch statistics on CPU (SyncBatchNorm does not run on CPU tensors);
-  SyncBatchNorm on CUDA, converted back to BatchNorm2d after training;
+- BatchNorm: SyncBatchNorm on CUDA (statistics over the global batch), converted back to
+  BatchNorm2d after training. On CPU each rank keeps its own batch statistics, because
+  SyncBatchNorm refuses CPU tensors: every BN layer then normalises over `--batch-size`
+  images, as a single process does, while gradients are still averaged over all ranks.
+  Running statistics take no part in training and may differ between ranks: D's are never
+  used; G's are recomputed by precise BN on the same images on every rank (so they agree),
+  and without precise BN the ones rank 0 saves come from its own shard;
 - rank 0 alone writes the run directory and logs.
+
+Tested with 2 CPU processes in tests/test_distributed.py (bit-identical weights on both ranks,
+re-init decisions, only rank 0 writing).
 """
 
 from __future__ import annotations
@@ -140,13 +148,19 @@ def use_sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Turn SyncBatchNorm layers back into BatchNorm2d (same parameters and buffers), so the
-    trained model scores alone on any device."""
+    """Turn SyncBatchNorm layers back into BatchNorm2d, so the trained model scores alone on
+    any device. The BatchNorm2d takes over the very parameter and buffer tensors (as
+    convert_sync_batchnorm does the other way), so the optimizers still hold the model's
+    parameters and a later checkpoint saves the right moments."""
     for name, child in module.named_children():
         if isinstance(child, nn.SyncBatchNorm):
-            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine)
-            plain.load_state_dict(child.state_dict())
-            plain.to(child.weight.device)
+            plain = nn.BatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine,
+                child.track_running_stats, device="meta",
+            )  # fmt: skip
+            for tensor_name, _ in [*plain.named_parameters(), *plain.named_buffers()]:
+                setattr(plain, tensor_name, getattr(child, tensor_name))
+            plain.train(child.training)
             setattr(module, name, plain)
         else:
             revert_sync_batchnorm(child)

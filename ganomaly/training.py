@@ -10,9 +10,11 @@ Per batch (x are normal images in [-1, 1]):
 
 D's real and fake passes are separate forward calls, so each gets its own BatchNorm batch.
 
-Speed (see docs/performance.md; each fast path is tested equal to the plain one): networks
-and batches in channels_last, fused Adam, bf16 autocast on CUDA. Under torchrun the same step
-runs through DistributedDataParallel (see ganomaly/distributed.py).
+Speed (see docs/performance.md; tests/test_fast_paths.py checks the step equal to a plain
+one): networks and batches in channels_last, fused Adam, D's real features computed once,
+D frozen during the L_adv pass (no D gradient computed only to be zeroed), bf16 autocast on
+CUDA. Under torchrun the same step runs through DistributedDataParallel (see
+ganomaly/distributed.py).
 """
 
 from __future__ import annotations
@@ -227,7 +229,9 @@ def run_epoch(
     row.update({name: state.partial[name] / max(steps, 1) for name in LOSS_TERMS})
     row["d_reinits"] = state.partial["d_reinits"]
     row["seconds"] = seconds
-    row["images_per_second"] = steps * batch_size / seconds if seconds > 0 else 0.0
+    # Under torchrun every rank trains `steps` batches of its own shard at the same time.
+    images_seen = steps * batch_size * distributed.world_size()
+    row["images_per_second"] = images_seen / seconds if seconds > 0 else 0.0
     state.step = 0
     return row
 
