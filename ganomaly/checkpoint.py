@@ -12,18 +12,20 @@ from typing import Any
 
 import torch
 
-from ganomaly.modelfile import ModelFileError, atomic_save, safe_load
+from ganomaly.images import first_line
+from ganomaly.modelfile import ModelFileError, atomic_save, check_format, safe_load
 from ganomaly.training import TrainingError, TrainState
 
 KEEP = 2
 CHECKPOINT_FORMAT = "ganomaly-checkpoint"
+CHECKPOINT_VERSION = 1
 
 
 def checkpoint_dict(state: TrainState) -> dict[str, Any]:
     """The full training state of `state` as a weights_only-loadable dict."""
     return {
         "format": CHECKPOINT_FORMAT,
-        "format_version": 1,
+        "format_version": CHECKPOINT_VERSION,
         "config": dataclasses.asdict(state.config),
         "generator": state.generator.state_dict(),
         "discriminator": state.discriminator.state_dict(),
@@ -79,8 +81,7 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any]:
     for path in reversed(candidates):
         try:
             obj = safe_load(path, "checkpoint")
-            if obj.get("format") != CHECKPOINT_FORMAT:
-                raise ModelFileError(f"{path}: not a ganomaly checkpoint")
+            check_format(path, obj, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "checkpoint")
             return obj
         except ModelFileError as error:
             warnings.warn(f"skipping damaged checkpoint: {error}", stacklevel=2)
@@ -100,6 +101,5 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
         state.d_reinits = int(checkpoint["d_reinits"])
         state.history = [dict(row) for row in checkpoint["history"]]
         torch.set_rng_state(checkpoint["torch_rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as error:
-        first = (str(error).splitlines() or ["invalid"])[0]
-        raise ModelFileError(f"checkpoint does not match this run ({first[:160]})") from None
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as error:
+        raise ModelFileError(f"checkpoint does not match this run ({first_line(error)})") from None

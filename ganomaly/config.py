@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ganomaly.images import DEFAULT_MAX_PIXELS
+
 PROTOCOLS = ("normal-class", "anomaly-class", "paper", "mvtec", "folder")
 SCORE_METRICS = ("l2", "l1")
 BN_MODES = ("eval", "batch")
@@ -31,6 +33,10 @@ class DetectorConfig:
     image_size: str = _f("32", "model input size: N for NxN, or HxW (any size >= 16)")
     channels: int | None = _f(None, "1 or 3; default: the dataset's own channel count")
     interpolation: str = _f("bilinear", "resize filter", choices=INTERPOLATIONS)
+    max_pixels: int = _f(
+        DEFAULT_MAX_PIXELS,
+        "refuse image files with more pixels than this, from the header, before decoding",
+    )
     nz: int = _f(100, "latent size (paper: 100)")
     ngf: int = _f(64, "base channel width of every network (paper: 64)")
     extra_layers: int = _f(0, "extra 3x3 conv layers per network (reference option)")
@@ -79,7 +85,7 @@ class DetectorConfig:
             raise ConfigError(f"--image-size {self.image_size}: both sides must be >= 16")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"--channels {self.channels}: must be 1 or 3")
-        for name in ("nz", "ngf", "epochs", "batch_size"):
+        for name in ("nz", "ngf", "epochs", "batch_size", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         if self.extra_layers < 0:
@@ -124,6 +130,9 @@ class RunConfig(DetectorConfig):
     )
     out: str | None = _f(None, "run directory to create")
     overwrite: bool = _f(False, "allow --out to be a directory that already holds files")
+    skip_bad: bool = _f(
+        False, "leave out image files that cannot be read (listed on stderr) instead of stopping"
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -37,6 +37,7 @@ from ganomaly.modelfile import (
     FORMAT_VERSION,
     ModelFileError,
     atomic_save,
+    build_checked,
     load_model_file,
     plain,
 )
@@ -192,7 +193,7 @@ class GANomalyDetector:
         device = distributed.local_device(resolve_device(config.device))  # torchrun: own GPU
         channels = config.channels or _guess_channels(X)
         size = config.image_hw()
-        images = load_images(X, size, channels, config.interpolation)
+        images = load_images(X, size, channels, config.interpolation, config.max_pixels)
         train_index, val_index = validation_split(
             len(images), config.val_fraction, config.split_seed
         )
@@ -252,7 +253,9 @@ class GANomalyDetector:
         """X -> the model's input tensor by the one documented preprocessing."""
         self._check_fitted()
         config = self.config
-        return load_images(X, config.image_hw(), self.channels_, config.interpolation)
+        return load_images(
+            X, config.image_hw(), self.channels_, config.interpolation, config.max_pixels
+        )
 
     def _score(
         self, images: Tensor, batch_size: int = 256, with_maps: bool = False
@@ -353,12 +356,11 @@ class GANomalyDetector:
         h, w = config.image_hw()
         if list(obj["image_size"]) != [h, w] or obj["channels"] not in (1, 3):
             raise ModelFileError(f"{target}: damaged model file (image size or channels)")
-        generator = Generator((h, w), config.nz, obj["channels"], config.ngf, config.extra_layers)
-        try:
-            generator.load_state_dict(obj["generator"])
-        except RuntimeError as error:
-            first = str(error).splitlines()[0]
-            raise ModelFileError(f"{target}: weights do not match the model ({first})") from None
+        generator = build_checked(
+            target,
+            obj["generator"],
+            lambda: Generator((h, w), config.nz, obj["channels"], config.ngf, config.extra_layers),
+        )
         generator.to(resolve_device(device)).eval()
         detector.channels_ = obj["channels"]
         detector.generator_ = generator

@@ -7,11 +7,25 @@ Channel rules (files and arrays alike):
 - to 3 channels: grey is repeated into R, G and B;
 - alpha is dropped (RGBA -> RGB); palette images are expanded through their palette;
 - 16-bit and 32-bit integer images are scaled to 8 bits by their type's range (I;16: / 257);
-- CMYK is converted by Pillow's CMYK -> RGB; EXIF orientation is applied before anything else.
+- CMYK is converted by Pillow's CMYK -> RGB; EXIF orientation is applied before anything else
+  (`PIL.ImageOps.exif_transpose`), so a photo is used upright, as viewers show it;
+- float images ("F") are taken as [0, 1]; a NaN or infinite pixel makes the file unusable.
+
+Hostile files never get past `load_image` as anything but an `ImageError` naming the file:
+empty files, FIFOs and devices (refused from `stat`, never opened: reading them could block),
+unknown formats, truncated data, and images over `max_pixels` (refused from the header, before
+any pixel is decoded). Pillow keeps its own hard limit, 2 x `PIL.Image.MAX_IMAGE_PIXELS`
+(about 179 million pixels); a larger `max_pixels` is capped by it.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import stat
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +52,8 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(np.round(array * 255.0 / high), 0, 255).astype(np.uint8))
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("NaN or infinite pixel values")
         return Image.fromarray(np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8))
     return image
 
@@ -56,11 +72,60 @@ def convert_pil(image: Image.Image, channels: int) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy()
 
 
-def load_image(path: str | Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file as uint8 (C, H, W); raises ImageError naming the file on any fault."""
-    path = Path(path)
+def _file_problem(path: Path) -> str | None:
+    """Why `path` is no image file, from `stat` alone: a FIFO or a device must never be opened
+    (reading one blocks, or never ends)."""
     try:
-        with Image.open(path) as image:
+        info = path.stat()
+    except FileNotFoundError:
+        return "broken symbolic link" if path.is_symlink() else "no such file"
+    except PermissionError:
+        return "permission denied"
+    except OSError as error:  # a symlink loop (ELOOP), a name too long, ...
+        reason = error.strerror or type(error).__name__
+        return reason[:1].lower() + reason[1:]
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not an image"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    if info.st_size == 0:
+        return "empty file"
+    return None
+
+
+def _over_limit(error: Exception, max_pixels: int) -> str:
+    # Pillow's own bomb check fires inside Image.open, before we see the size; its message
+    # carries the pixel count ("Image size (400000000 pixels) exceeds limit of ...").
+    limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or math.inf))
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "the image"
+    return f"{pixels} is over the limit of {int(limit):,}"
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's message cut to one line (libraries' messages run over several)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
+def load_image(path: str | Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as uint8 (C, H, W) by the module's channel rules; EXIF orientation
+    is applied first (`ImageOps.exif_transpose`). Raises ImageError naming the file on any
+    fault; an image over `max_pixels` is refused from its header, before decoding.
+
+    Example:
+        >>> load_image("scan.png", 1).shape   # doctest: +SKIP
+        (1, 480, 640)
+    """
+    path = Path(path)
+    problem = _file_problem(path)
+    if problem:
+        raise ImageError(f"{path}: {problem}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 M pixels; our own limit is checked right below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as image:
             width, height = image.size  # from the header: nothing decoded yet
             if width * height > max_pixels:
                 raise ImageError(
@@ -70,27 +135,56 @@ def load_image(path: str | Path, channels: int, max_pixels: int = DEFAULT_MAX_PI
             return convert_pil(image, channels)
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{path}: too many pixels ({error})") from None
+        raise ImageError(f"{path}: {_over_limit(error, max_pixels)}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: not a readable image (unknown format, or damaged)") from None
     except Exception as error:  # Pillow raises many types for corrupt data
-        reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({error})"
-        raise ImageError(f"{path}: {reason}") from None
+        raise ImageError(f"{path}: not a readable image ({first_line(error)})") from None
+
+
+def check_images(
+    paths: Sequence[Path], max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 4
+) -> dict[Path, str]:
+    """{path: reason} for every file that `load_image` refuses (an empty dict: all good).
+
+    Each file is fully decoded, since a truncated body only shows when decoding; threads,
+    because Pillow releases the GIL while it decodes.
+    """
+
+    def problem(path: Path) -> str | None:
+        try:
+            load_image(path, 3, max_pixels)
+        except ImageError as error:
+            return str(error).removeprefix(f"{path}: ")
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(problem, paths))
+    return {path: reason for path, reason in zip(paths, reasons, strict=True) if reason}
 
 
 def to_unit_float(images: Tensor | np.ndarray) -> Tensor:
-    """uint8 (0..255) or float (already 0..1) images -> float32 tensor in [0, 1]."""
+    """uint8 (0..255) or other real numbers (already 0..1; bool is 0/1) -> float32 in [0, 1].
+
+    NaN, infinities, complex numbers and values outside [0, 1] raise ValueError.
+    """
     tensor = torch.as_tensor(images)
     if tensor.dtype == torch.uint8:
         return tensor.float().div_(255.0)
+    if tensor.is_complex():
+        raise ValueError(f"images must be real numbers, got {tensor.dtype}")
+    dtype = tensor.dtype
     tensor = tensor.float()
-    if tensor.numel() and (tensor.min() < 0.0 or tensor.max() > 1.0):
-        raise ValueError("float images must be in [0, 1]; pass uint8 for 0..255 data")
+    if not tensor.numel():
+        return tensor
+    if not torch.isfinite(tensor).all():
+        raise ValueError("images hold NaN or infinite values")
+    if tensor.min() < 0.0 or tensor.max() > 1.0:
+        name = "float" if dtype.is_floating_point else str(dtype).removeprefix("torch.")
+        raise ValueError(f"{name} images must be in [0, 1]; pass uint8 for 0..255 data")
     return tensor
 
 
@@ -126,6 +220,8 @@ def preprocess(
     x = to_unit_float(images)
     if x.ndim != 4:
         raise ValueError(f"expected images shaped (N, C, H, W), got {tuple(x.shape)}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"images with no pixels or channels: shape {tuple(x.shape)}")
     x = convert_channels(x, channels)
     if tuple(x.shape[-2:]) != tuple(size):
         if interpolation in ("bilinear", "bicubic"):
@@ -143,23 +239,27 @@ def to_display(x: Tensor) -> np.ndarray:
     return ((x.detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
 
 
-def find_images(root: Path) -> list[Path]:
-    """Image files under `root`, recursively, sorted; symlink loops are not followed twice."""
+def find_images(root: Path, problems: dict[Path, str] | None = None) -> list[Path]:
+    """Image files under `root`, recursively, sorted; symlink loops are not followed twice.
+
+    Files are listed by name, not opened. A folder that cannot be listed is added to
+    `problems` as {folder: reason} when given, so a caller can report it instead of
+    losing its images silently.
+    """
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
-            stat = folder.stat()
-        except OSError:
-            continue
-        if (stat.st_dev, stat.st_ino) in seen:
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
             entries = sorted(folder.iterdir())
-        except OSError:
+        except OSError as error:
+            if problems is not None:
+                problems[folder] = f"cannot list folder ({error.strerror or error})"
             continue
         for entry in entries:
             if entry.is_dir():

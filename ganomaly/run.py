@@ -263,8 +263,9 @@ def evaluate_split(
 
     model_config = detector.config
     images = load_images(
-        split.test, model_config.image_hw(), detector.channels_, model_config.interpolation
-    )
+        split.test, model_config.image_hw(), detector.channels_, model_config.interpolation,
+        model_config.max_pixels,
+    )  # fmt: skip
     with_maps = any(m is not None for m in split.test_masks)
     scores, normalized, maps = detector._score(images, batch_size, with_maps=with_maps)
     result = {

@@ -63,7 +63,9 @@ def load_split(config: RunConfig) -> DataSplit:
         from ganomaly.data.folders import load_val_dir
 
         test_files = split.test if isinstance(split.test, list) else []
-        split.val, split.val_is_abnormal = load_val_dir(config.val_dir, test_files)
+        split.val, split.val_is_abnormal = load_val_dir(
+            config.val_dir, test_files, config.skip_bad, config.max_pixels
+        )
     return split
 
 
@@ -74,10 +76,10 @@ def _folder_split(config: RunConfig) -> DataSplit:
     if protocol != config.data:
         raise DataError(f"protocol {protocol!r} does not apply to {config.data}")
     if config.data == "mvtec":
-        found = load_mvtec(config.data_dir, config.category)
+        found = load_mvtec(config.data_dir, config.category, config.skip_bad, config.max_pixels)
         source = f"mvtec:{found.root.name}"
     else:
-        found = load_user_folder(config.data_dir)
+        found = load_user_folder(config.data_dir, config.skip_bad, config.max_pixels)
         source = f"folder:{found.root.name}"
     return DataSplit(
         train=found.train,

@@ -16,13 +16,20 @@ A user's folder (`--data folder --data-dir D`):
 
 Every mask must belong to a test image (same relative path, stem + "_mask"); for MVTec every
 defect image must have one. MVTec AD's licence (CC BY-NC-SA 4.0) does not allow
-redistribution, so it is never downloaded. Files are listed, never decoded here: the split
-holds paths and the one preprocessing (`ganomaly.images`) reads them.
+redistribution, so it is never downloaded. The split holds paths and the one preprocessing
+(`ganomaly.images`) reads them.
+
+Every file is decoded once up front (`ganomaly.images.check_images`), so that a bad file stops
+the run before training, not after it: empty, truncated or unknown files, FIFOs, images over
+`max_pixels`, folders that cannot be listed. By default the run stops with one DataError that
+lists every such file and why; with `skip_bad` they are left out with a warning listing them
+(a bad mask leaves out its test image too, so no test image silently loses its mask).
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +38,13 @@ from PIL import Image
 
 from ganomaly.data.errors import DataError
 from ganomaly.data.locate import cache_dir, file_digest, search_roots
-from ganomaly.images import IMAGE_SUFFIXES, ImageError, find_images
+from ganomaly.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageError,
+    check_images,
+    find_images,
+)
 
 MVTEC_SUBDIRS = ("", "mvtec", "mvtec_anomaly_detection", "mvtec_ad")
 NORMAL = "good"
@@ -51,15 +64,20 @@ class FolderSet:
     fingerprint: str
 
 
-def _images(folder: Path) -> list[Path]:
-    return find_images(folder) if folder.is_dir() else []
+def _images(folder: Path, problems: dict[Path, str]) -> list[Path]:
+    return find_images(folder, problems) if folder.is_dir() else []
 
 
-def labelled_folder(folder: Path, what: str) -> tuple[list[Path], list[str]]:
-    """`good/` (normal) and other sub-folders (abnormal, class = folder) -> (files, classes)."""
+def labelled_folder(
+    folder: Path, what: str, problems: dict[Path, str] | None = None
+) -> tuple[list[Path], list[str]]:
+    """`good/` (normal) and other sub-folders (abnormal, class = folder) -> (files, classes).
+
+    Folders that cannot be listed go to `problems` (see `find_images`)."""
     if not folder.is_dir():
         raise DataError(f"{what} {folder}: no such directory")
-    stray = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    # not is_dir() rather than is_file(): a FIFO named like an image is reported, not ignored
+    stray = [p for p in folder.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES]
     if stray:
         raise DataError(
             f"{stray[0]}: images in {what} must be inside {NORMAL}/ (normal) or <defect>/ folders"
@@ -67,25 +85,55 @@ def labelled_folder(folder: Path, what: str) -> tuple[list[Path], list[str]]:
     files: list[Path] = []
     classes: list[str] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        found = find_images(sub)
+        found = find_images(sub, problems)
         files += found
         classes += [sub.name] * len(found)
+    _require_normal(classes, folder, what)
+    return files, classes
+
+
+def _require_normal(classes: list[str], folder: Path, what: str) -> None:
     if NORMAL not in classes:
         raise DataError(
             f"{what} {folder}: no normal images in {folder / NORMAL}/ (normal images are needed "
             "to measure false alarms)"
         )
-    return files, classes
 
 
-def _masks(root: Path, test: list[Path], classes: list[str], required: bool) -> list[Path | None]:
+def leave_out_bad(
+    files: list[Path], problems: dict[Path, str], where: Path, skip_bad: bool, max_pixels: int
+) -> set[Path]:
+    """Decode every file; with bad ones (or `problems` found while listing), raise one
+    DataError listing each and why, or, with `skip_bad`, warn with that list.
+
+    Returns the paths to leave out (empty when every file is good)."""
+    bad = {**problems, **check_images(files, max_pixels)}
+    if not bad:
+        return set()
+    n = len(bad)
+    listing = "\n".join(f"  {path}: {reason}" for path, reason in sorted(bad.items()))
+    images = "image" if n == 1 else "images"
+    if not skip_bad:
+        raise DataError(
+            f"{where}: {n} unusable {images}; fix or remove them, or pass --skip-bad to leave "
+            f"them out:\n{listing}"
+        )
+    warnings.warn(
+        f"--skip-bad: left out {n} unusable {images} of {where}:\n{listing}", stacklevel=3
+    )
+    return set(bad)
+
+
+def _masks(
+    root: Path, test: list[Path], classes: list[str], required: bool, problems: dict[Path, str]
+) -> list[Path | None]:
     """Match ground_truth/<class>/<rel>_mask.<ext> to test/<class>/<rel>.<ext>."""
     gt_root = root / "ground_truth"
     by_key = {
         (p.relative_to(root / "test").with_suffix("").as_posix()): i for i, p in enumerate(test)
     }
     masks: list[Path | None] = [None] * len(test)
-    for mask in _images(gt_root):
+    for mask in _images(gt_root, problems):
         rel = mask.relative_to(gt_root).with_suffix("").as_posix()
         if not rel.endswith("_mask"):
             raise DataError(f"{mask}: mask names must end in _mask (e.g. 000_mask.png)")
@@ -114,13 +162,31 @@ def _masks(root: Path, test: list[Path], classes: list[str], required: bool) -> 
     return masks
 
 
-def read_folder_set(root: Path, train_dir: Path, masks_required: bool) -> FolderSet:
-    """List a folder dataset rooted at `root` (train images under `train_dir`)."""
-    train = _images(train_dir)
-    if not train:
+def read_folder_set(
+    root: Path,
+    train_dir: Path,
+    masks_required: bool,
+    skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FolderSet:
+    """List a folder dataset rooted at `root` (train images under `train_dir`) and check that
+    every file decodes (see the module's notes on `skip_bad`)."""
+    problems: dict[Path, str] = {}
+    train = _images(train_dir, problems)
+    if not train and not problems:
         raise DataError(f"{train_dir}: no training images (png, jpg, bmp, tif)")
-    test, classes = labelled_folder(root / "test", "test folder")
-    masks = _masks(root, test, classes, masks_required)
+    test, classes = labelled_folder(root / "test", "test folder", problems)
+    masks = _masks(root, test, classes, masks_required, problems)
+    listed = [*train, *test, *(m for m in masks if m is not None)]
+    bad = leave_out_bad(listed, problems, root, skip_bad, max_pixels)
+    if bad:
+        train = [p for p in train if p not in bad]
+        if not train:
+            raise DataError(f"{train_dir}: no readable training images ({len(bad)} left out)")
+        keep = [i for i, p in enumerate(test) if p not in bad and masks[i] not in bad]
+        test, classes = [test[i] for i in keep], [classes[i] for i in keep]
+        masks = [masks[i] for i in keep]
+        _require_normal(classes, root / "test", "test folder")
     ids = [p.relative_to(root).as_posix() for p in test]
     files = train + test + [m for m in masks if m is not None]
     return FolderSet(
@@ -182,13 +248,20 @@ def mvtec_categories(data_dir: str | None) -> list[str]:
     return found
 
 
-def load_mvtec(data_dir: str | None, category: str | None) -> FolderSet:
+def load_mvtec(
+    data_dir: str | None,
+    category: str | None,
+    skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FolderSet:
     """An MVTec AD category: train/good, test/<good|defect>, ground_truth masks (required)."""
     root = find_mvtec_category(data_dir, category)
-    return read_folder_set(root, root / "train" / NORMAL, masks_required=True)
+    return read_folder_set(root, root / "train" / NORMAL, True, skip_bad, max_pixels)
 
 
-def load_user_folder(data_dir: str | None) -> FolderSet:
+def load_user_folder(
+    data_dir: str | None, skip_bad: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> FolderSet:
     """A user's folder: train/ (nested), test/good/, test/<name>/, optional ground_truth/."""
     if not data_dir:
         raise DataError("--data folder needs --data-dir DIR holding train/ and test/")
@@ -197,7 +270,7 @@ def load_user_folder(data_dir: str | None) -> FolderSet:
         raise DataError(f"--data-dir {data_dir}: no such directory")
     if not (root / "train").is_dir():
         raise DataError(f"--data-dir {data_dir}: no train/ folder of normal images")
-    return read_folder_set(root, root / "train", masks_required=False)
+    return read_folder_set(root, root / "train", False, skip_bad, max_pixels)
 
 
 def channels_of(path: Path) -> int:
@@ -209,9 +282,22 @@ def channels_of(path: Path) -> int:
         raise ImageError(f"{path}: not a readable image ({error})") from None
 
 
-def load_val_dir(val_dir: str, test: list[Path]) -> tuple[list[Path], np.ndarray]:
+def load_val_dir(
+    val_dir: str,
+    test: list[Path],
+    skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[list[Path], np.ndarray]:
     """A labelled validation folder (good/ + defect folders), kept apart from the test set."""
-    files, classes = labelled_folder(Path(val_dir).expanduser(), "--val-dir")
+    folder = Path(val_dir).expanduser()
+    problems: dict[Path, str] = {}
+    files, classes = labelled_folder(folder, "--val-dir", problems)
+    bad = leave_out_bad(files, problems, folder, skip_bad, max_pixels)
+    if bad:
+        keep = [i for i, p in enumerate(files) if p not in bad]
+        files, classes = [files[i] for i in keep], [classes[i] for i in keep]
+        _require_normal(classes, folder, "--val-dir")
+    # after leave_out_bad: resolving a symlink loop raises, and those are left out by now
     test_files = {p.resolve() for p in test}
     shared = [p for p in files if p.resolve() in test_files]
     if shared:
@@ -223,6 +309,7 @@ __all__ = [
     "FolderSet",
     "channels_of",
     "labelled_folder",
+    "leave_out_bad",
     "load_mvtec",
     "load_user_folder",
     "load_val_dir",

@@ -7,36 +7,69 @@ that many big-endian uint32 sizes, then the data.
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from ganomaly.data.errors import DataError
 
 _UNSIGNED_BYTE = 0x08
+_CHUNK = 1 << 24
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _read_at_most(handle: _Readable, limit: int) -> bytes:
+    # In chunks, never `read(limit)`: a damaged header can declare terabytes, and one read of
+    # that size allocates it up front; a gzip body can also inflate far past what it declared.
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = handle.read(min(_CHUNK, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (`.gz` or raw) into a uint8 array of its shape."""
+    """Read an IDX file of unsigned bytes (`.gz` or raw) into a uint8 array of its shape.
+
+    Any fault (bad magic number, other element type, truncated or overlong body, damaged
+    gzip data) raises DataError naming the file; memory is bounded by the declared size.
+    """
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+            head = _read_at_most(handle, 4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DataError(f"{path}: not an IDX file (bad magic number)")
+            if head[2] != _UNSIGNED_BYTE:
+                raise DataError(f"{path}: IDX type 0x{head[2]:02x} is not unsigned byte (0x08)")
+            ndim = head[3]
+            sizes = _read_at_most(handle, 4 * ndim)
+            if ndim == 0 or len(sizes) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            shape = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            expected = math.prod(shape)  # Python ints: numpy's prod would overflow silently
+            body = _read_at_most(handle, expected + 1)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read IDX file ({error})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number)")
-    if raw[2] != _UNSIGNED_BYTE:
-        raise DataError(f"{path}: IDX type 0x{raw[2]:02x} is not unsigned byte (0x08)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
-    if len(raw) - header != expected:
+    if len(body) < expected:
         raise DataError(
-            f"{path}: IDX body has {len(raw) - header} bytes, header says {expected} {shape}"
+            f"{path}: truncated IDX file: body has {len(body)} bytes, header says {expected} "
+            f"{shape}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    if len(body) > expected:
+        raise DataError(f"{path}: IDX body has more than the {expected} bytes of {shape}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
