@@ -62,7 +62,8 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     """(train_index, val_index) of n normal images: a seeded random `fraction` held out."""
     n_val = max(1, int(round(fraction * n)))
     if n - n_val < 2:
-        raise ValueError(f"{n} normal images are too few to hold out {n_val} for validation")
+        # ConfigError (a ValueError): the CLI reports it in one line, not as a traceback
+        raise ConfigError(f"{n} normal images are too few to hold out {n_val} for validation")
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 

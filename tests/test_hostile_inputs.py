@@ -367,6 +367,19 @@ def test_empty_train_folder_is_a_clear_error(tmp_path, capsys):
     )
 
 
+def test_too_few_training_images_is_a_clear_error(tmp_path, capsys):
+    root = tmp_path / "data"
+    for folder, n in (("train", 2), ("test/good", 1)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            noise().save(root / folder / f"{i}.png")
+    argv = ["train", "--data", "folder", "--data-dir", str(root), *TINY]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert last_error(capsys) == (
+        "ganomaly: error: 2 normal images are too few to hold out 1 for validation\n"
+    )
+
+
 def test_skip_bad_with_no_good_training_image_left(tmp_path, capsys):
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
