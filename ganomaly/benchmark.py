@@ -50,7 +50,12 @@ METRIC_TITLES = {
     "pixel_aupro": "pixel AUPRO (FPR <= 0.3)",
 }
 # Settings that do not change a cell's result, so they may differ between resumed runs.
-_IGNORED = ("out", "overwrite", "progress", "threads", "device", "target_class", "category", "seed")
+# `max_pixels` and `skip_bad` only decide whether bad images stop a run: a cell that finished
+# gives the same result under any value that lets it finish.
+_IGNORED = (
+    "out", "overwrite", "progress", "threads", "device", "target_class", "category", "seed",
+    "max_pixels", "skip_bad",
+)  # fmt: skip
 
 
 def parse_classes(text: str, protocol: str) -> list[str]:
