@@ -175,7 +175,11 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cwd, dump, out = root / "cwd", root / "dump", root / "run"
     for folder in (cwd, dump, root / "tmp", root / "home"):
         folder.mkdir()
-    private = {"TMPDIR": str(root / "tmp"), "HOME": str(root / "home")}  # matplotlib's cache
+    private = {  # scratch and cache folders (matplotlib's, torch inductor's) kept apart
+        "TMPDIR": str(root / "tmp"),
+        "HOME": str(root / "home"),
+        "TORCHINDUCTOR_CACHE_DIR": str(root / "tmp" / "inductor"),
+    }
     result = torchrun(["train", *ARGS, "--out", str(out)], cwd, dump, private)
     ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     writes = [json.loads((dump / f"writes-rank{r}.json").read_text()) for r in (0, 1)]
