@@ -4,14 +4,11 @@ run per test session (through the real CLI), test images, and a real server proc
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
+import importlib.util
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -52,10 +49,18 @@ def sample_images(folder: Path) -> list[Path]:
     return paths
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def load_test_module() -> ModuleType:
+    """benchmarks/load_test.py, imported by path (benchmarks/ is not a package): the server
+    launcher, the fuzz cases and the request helpers are written once, there."""
+    name = "ganomaly_load_test"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @contextlib.contextmanager
@@ -64,41 +69,8 @@ def running_server(
 ) -> Iterator[str]:
     """`ganomaly serve` as a real subprocess on a free loopback port; yields its base URL and
     always terminates it."""
-    port = free_port()
-    command = [sys.executable, "-m", "ganomaly", "serve", str(model), "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--log-level", "warning", *extra],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read() if process.stdout else ""
-                raise AssertionError(f"server exited with {process.returncode}: {output}")
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server did not answer /healthz within {timeout} s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stdout:
-            process.stdout.close()
+    with load_test_module().serve(model, *extra, env=env, timeout=timeout) as server:
+        yield server.url
 
 
 def exported(tmp_path_factory: pytest.TempPathFactory, fmt: str) -> Path:

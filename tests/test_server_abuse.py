@@ -5,35 +5,20 @@ memory figures is `python benchmarks/load_test.py`."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
-from tests._trained import trained_run
+from tests._trained import load_test_module, trained_run
 
 LIMITS = {"max_upload_mb": 0.25, "max_pixels": 1_000_000, "max_files": 4, "body_timeout": 1.5}
 MAX_UPLOAD_BYTES = 262_144
 MODEL_HW = (16, 16)  # tests._trained.TINY
 
 
-def _load_test() -> ModuleType:
-    """benchmarks/load_test.py, imported by path (benchmarks/ is not a package): the fuzz
-    cases and the request helpers are written once, there."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
-    spec = importlib.util.spec_from_file_location("ganomaly_load_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-lt = _load_test()
+lt = load_test_module()
 Server = lt.Server
 
 
