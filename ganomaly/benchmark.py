@@ -316,8 +316,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Benchmark: {summary['data']}, protocol {summary['protocol']}",
         "",
         f"{protocol_note}; mean ± std over seeds {', '.join(map(str, summary['seeds']))}; "
-        f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, image {s['image_size']}, nz {s['nz']}, ngf {s['ngf']}, "
-        f"batch {s['batch_size']}, split seed {s['split_seed']}.",
+        f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, image {s['image_size']}, "
+        f"nz {s['nz']}, ngf {s['ngf']}, batch {s['batch_size']}, split seed {s['split_seed']}.",
         "The mean row averages the classes per seed, then gives mean ± std over seeds.",
     ]
     for metric in summary["metrics"]:
