@@ -28,6 +28,7 @@ from ganomaly.images import (
     ImageError,
     find_images,
     load_image,
+    natural_channels,
     preprocess,
     to_display,
 )
@@ -85,13 +86,7 @@ def _image_paths(X: Any) -> list[Path] | None:
 def _guess_channels(X: Any) -> int:
     paths = _image_paths(X)
     if paths is not None:
-        from PIL import Image
-
-        try:
-            with Image.open(paths[0]) as image:
-                return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-        except OSError as error:
-            raise ImageError(f"{paths[0]}: not a readable image ({error})") from None
+        return natural_channels(paths[0])
     array = _as_array(X)
     return 1 if array.shape[1] == 1 else 3
 

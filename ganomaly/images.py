@@ -107,6 +107,23 @@ def first_line(error: BaseException, limit: int = 160) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
 
 
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def natural_channels(path: str | Path) -> int:
+    """1 for a greyscale file (by its mode, from the header), else 3: a dataset's own channel
+    count when --channels is not given. Refuses FIFOs and the like before opening them."""
+    path = Path(path)
+    problem = _file_problem(path)
+    if problem is not None:
+        raise ImageError(f"{path}: {problem}")
+    try:
+        with Image.open(path) as image:
+            return 1 if image.mode in GREY_MODES else 3
+    except (OSError, ValueError) as error:
+        raise ImageError(f"{path}: not a readable image ({first_line(error)})") from None
+
+
 def load_image(path: str | Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as uint8 (C, H, W) by the module's channel rules; EXIF orientation
     is applied first (`ImageOps.exif_transpose`). Raises ImageError naming the file on any

@@ -12,6 +12,7 @@ import gzip
 import io
 import os
 import shutil
+import signal
 import stat
 import struct
 import threading
@@ -759,3 +760,18 @@ def test_nan_and_out_of_range_arrays_say_why(fitted):
         fitted.decision_function(np.zeros((2, 1, 0, 8), np.uint8))
     with pytest.raises(ValueError, match="cannot convert 2-channel images to 1 channels"):
         fitted.decision_function(np.zeros((1, 2, 8, 8), np.uint8))
+
+
+def test_fit_on_a_fifo_is_refused_before_it_is_opened(tmp_path):
+    # Guessing the channel count reads the first file's header: a FIFO there must be refused
+    # from `stat`, or opening it would block for ever (the alarm turns a hang into a failure).
+    fifo = tmp_path / "first.png"
+    os.mkfifo(fifo)
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("opening the FIFO hung"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(ImageError, match="not a regular file"):
+            GANomalyDetector(image_size="16", epochs=1).fit([fifo])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

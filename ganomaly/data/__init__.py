@@ -70,7 +70,8 @@ def load_split(config: RunConfig) -> DataSplit:
 
 
 def _folder_split(config: RunConfig) -> DataSplit:
-    from ganomaly.data.folders import channels_of, load_mvtec, load_user_folder
+    from ganomaly.data.folders import load_mvtec, load_user_folder
+    from ganomaly.images import natural_channels
 
     protocol = resolve_protocol(config)
     if protocol != config.data:
@@ -89,7 +90,7 @@ def _folder_split(config: RunConfig) -> DataSplit:
         test_is_abnormal=found.test_is_abnormal,
         test_classes=found.test_classes,
         normal_classes=["good"],
-        channels=channels_of(found.train[0]),
+        channels=natural_channels(found.train[0]),
         data_source=source,
         fingerprint=found.fingerprint,
         test_masks=found.test_masks,

@@ -34,14 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ganomaly.data.errors import DataError
 from ganomaly.data.locate import cache_dir, file_digest, search_roots
 from ganomaly.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
-    ImageError,
     check_images,
     find_images,
 )
@@ -273,15 +271,6 @@ def load_user_folder(
     return read_folder_set(root, root / "train", False, skip_bad, max_pixels)
 
 
-def channels_of(path: Path) -> int:
-    """1 for a greyscale file (L, LA, I, I;16, F, 1), else 3: the dataset's natural channels."""
-    try:
-        with Image.open(path) as image:
-            return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
-    except OSError as error:
-        raise ImageError(f"{path}: not a readable image ({error})") from None
-
-
 def load_val_dir(
     val_dir: str,
     test: list[Path],
@@ -307,7 +296,6 @@ def load_val_dir(
 
 __all__ = [
     "FolderSet",
-    "channels_of",
     "labelled_folder",
     "leave_out_bad",
     "load_mvtec",
