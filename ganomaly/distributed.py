@@ -75,7 +75,11 @@ def setup(device: str = "auto") -> None:
 
 
 def teardown() -> None:
+    """Leave the process group together: without the barrier a rank that tears down first
+    closes its gloo connections under a peer still in its last collective, which then aborts
+    ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
