@@ -51,8 +51,8 @@ from ganomaly.scoring import AnomalyScorer, score_tensor  # noqa: E402
 from ganomaly.training import (  # noqa: E402
     TrainState,
     make_optimizers,
+    prepare_training,
     run_epoch,
-    use_channels_last,
 )
 
 
@@ -164,9 +164,7 @@ def measure_case(case: Case, device: torch.device, args: argparse.Namespace) -> 
     state = TrainState(generator, discriminator, optimizer_g, optimizer_d, config)
     steps = args.train_steps or max(2, round(args.window_images / case.batch_size))
     images = torch.rand(steps * case.batch_size, case.channels, *shape, device=device) * 2 - 1
-    # The layout `ganomaly.training.train` trains in: networks and batches channels_last.
-    use_channels_last(state)
-    images = images.contiguous(memory_format=torch.channels_last)
+    images = prepare_training(state, images)  # as `ganomaly.training.train` does
 
     def train_once() -> int:
         run_epoch(state, images, case.batch_size, progress=False)

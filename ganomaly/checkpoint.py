@@ -45,11 +45,8 @@ def check_finite_weights(state: TrainState) -> None:
     before the update, was still finite. The previous checkpoints stay the good ones."""
     for name, network in (("generator", state.generator), ("discriminator", state.discriminator)):
         if not all(torch.isfinite(p).all() for p in network.parameters()):
-            where = (
-                f"epoch {state.epoch + 1}, step {state.step}"
-                if state.step
-                else (f"the end of epoch {state.epoch}")
-            )
+            mid_epoch = f"epoch {state.epoch + 1}, step {state.step}"
+            where = mid_epoch if state.step else f"the end of epoch {state.epoch}"
             raise TrainingError(
                 f"non-finite {name} weights at {where}; not checkpointed (the last good "
                 "checkpoint is kept); try a lower --lr"

@@ -17,10 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ganomaly import __version__
-from ganomaly.config import ConfigError, RunConfig, from_dict
+from ganomaly.config import ConfigError, RunConfig, from_dict, read_settings
 
 EXIT_ERROR = 2
 # Settings `evaluate` takes to score a saved model on other data.
@@ -77,15 +75,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         path = Path(args.config)
         if not path.is_file():
             raise ConfigError(f"--config {args.config}: no such file")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(
-                f"--config {args.config}: invalid YAML ({str(error).splitlines()[0]})"
-            ) from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {args.config}: expected a mapping of settings")
-        values.update(loaded)
+        values.update(read_settings(path, f"--config {args.config}"))
     names = {f.name for f in dataclasses.fields(RunConfig)}
     values.update({k: v for k, v in vars(args).items() if k in names})
     for shorthand, protocol in (

@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ganomaly.images import DEFAULT_MAX_PIXELS
 
@@ -172,3 +175,14 @@ def from_dict(cls: type[Any], values: dict[str, Any]) -> Any:
 def detector_part(config: DetectorConfig) -> DetectorConfig:
     """The detector's own settings out of a run config."""
     return DetectorConfig(**{name: getattr(config, name) for name in detector_fields()})
+
+
+def read_settings(path: Path, name: str) -> dict[str, Any]:
+    """A YAML file of settings as a dict; `name` starts every error message (a flag or a path)."""
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{name}: invalid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name}: expected a mapping of settings")
+    return values

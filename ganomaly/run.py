@@ -25,7 +25,7 @@ import yaml
 
 from ganomaly import distributed
 from ganomaly.checkpoint import load_latest_checkpoint, save_checkpoint
-from ganomaly.config import ConfigError, RunConfig, detector_part, from_dict
+from ganomaly.config import ConfigError, RunConfig, detector_part, from_dict, read_settings
 from ganomaly.data import DataError, DataSplit, load_split, resolve_protocol
 from ganomaly.detector import GANomalyDetector, load_images
 from ganomaly.images import to_display
@@ -93,13 +93,7 @@ def read_config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
-    config = from_dict(RunConfig, values)
+    config = from_dict(RunConfig, read_settings(path, str(path)))
     config.image_size = str(config.image_size)
     return config
 

@@ -101,6 +101,16 @@ def use_channels_last(state: TrainState) -> None:
     state.channels_last = True
 
 
+def prepare_training(state: TrainState, images: Tensor) -> Tensor:
+    """The layout and kernel settings every training run uses (`train`, and the bench that
+    measures it): networks and images in channels_last; on CUDA, cuDNN picks the fastest
+    kernels for the fixed shapes once. Returns the images in that layout."""
+    use_channels_last(state)
+    if images.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
     """One G step then one D step on the batch x; returns the detached losses."""
     generator, discriminator, config = state.generator, state.discriminator, state.config
@@ -274,10 +284,7 @@ def train(
     `on_epoch(state)` runs after every epoch and, mid-epoch, at checkpoint steps.
     """
     config = state.config
-    use_channels_last(state)  # before DDP: its gradient buckets take the parameters' layout
-    images = images.contiguous(memory_format=torch.channels_last)
-    if images.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+    images = prepare_training(state, images)  # before DDP: its buckets take the layout
     state.ddp = distributed.wrap(state.generator, state.discriminator)  # torchrun only
     batch_size = min(config.batch_size, len(images) // distributed.world_size())
     while state.epoch < config.epochs:
