@@ -2,8 +2,8 @@
 
 Per batch (x are normal images in [-1, 1]):
     x_hat, z, z_hat = G(x)
-    f_real = D.features(x)                     # once: the G step does not change D
-    f_fake = D.features(x_hat)                 # D frozen: L_adv puts no gradient into D
+    f_real = D.features(x)                     # once each: D does not change before its step
+    f_fake = D.features(x_hat)
     L_G = 1 * MSE(f_real, f_fake) + 50 * L1(x, x_hat) + 1 * MSE(z, z_hat);  G step
     L_D = (BCE(D(x), 1) + BCE(D(x_hat.detach()), 0)) / 2;                  D step
     if L_D < 1e-5: re-initialise D's weights (its Adam moments are kept, as in the reference)
@@ -11,9 +11,10 @@ Per batch (x are normal images in [-1, 1]):
 D's real and fake passes are separate forward calls, so each gets its own BatchNorm batch.
 
 Speed (see docs/performance.md; tests/test_fast_paths.py checks the step equal to a plain
-one): networks and batches in channels_last, fused Adam, D's real features computed once,
-D frozen during the L_adv pass (no D gradient computed only to be zeroed), bf16 autocast on
-CUDA. Under torchrun the same step runs through DistributedDataParallel (see
+one): networks and batches in channels_last, fused Adam, one D pass each over x and x_hat
+serving both losses, each backward computing only the gradients of the network its loss
+trains (none thrown away), bf16 autocast on CUDA. Under torchrun the step runs through
+DistributedDataParallel with a third D pass (see `_ddp_train_step` and
 ganomaly/distributed.py).
 """
 
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ganomaly import distributed
 from ganomaly.config import DetectorConfig
-from ganomaly.losses import discriminator_loss, generator_losses
+from ganomaly.losses import GeneratorLosses, discriminator_loss, generator_losses
 from ganomaly.model import Discriminator, Generator
 
 HISTORY_COLUMNS = (
@@ -112,33 +113,59 @@ def prepare_training(state: TrainState, images: Tensor) -> Tensor:
 
 
 def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
-    """One G step then one D step on the batch x; returns the detached losses."""
-    generator, discriminator, config = state.generator, state.discriminator, state.config
-    ddp = state.ddp  # under torchrun: DDP wrappers that all-reduce G's and D's gradients
+    """One G step and one D step on the batch x; returns the detached losses.
+
+    D is unchanged until its own step, so one D pass over x_hat serves both L_adv and L_D
+    (as the reference's D(x_hat.detach()) would give); the two backward passes say which
+    network each loss trains (`inputs=`), and autograd computes only the gradients on the way
+    to those: L_G puts no gradient into D, L_D none into G.
+    """
+    if state.ddp:
+        return _ddp_train_step(state, x, state.ddp)
+    generator, discriminator = state.generator, state.discriminator
+    weights = state.config.w_adv, state.config.w_con, state.config.w_enc
     with autocast(x.device):
-        x_hat, z, z_hat = (ddp.generator if ddp else generator)(x)
+        x_hat, z, z_hat = generator(x)
         features_real = discriminator.features(x)
-        _set_requires_grad(discriminator, False)  # also keeps DDP from reducing D grads here
+        features_fake = discriminator.features(x_hat)
+        g = generator_losses(x, x_hat, z, z_hat, features_real.detach(), features_fake, *weights)
+        l_d = discriminator_loss(
+            discriminator.classify(features_real), discriminator.classify(features_fake)
+        )
+    state.optimizer_g.zero_grad(set_to_none=True)
+    state.optimizer_d.zero_grad(set_to_none=True)
+    torch.autograd.backward(g.l_g, inputs=list(generator.parameters()), retain_graph=True)
+    torch.autograd.backward(l_d, inputs=list(discriminator.parameters()))
+    state.optimizer_g.step()
+    state.optimizer_d.step()
+    return _detached(g, l_d)
+
+
+def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -> dict[str, Tensor]:
+    """The step under torchrun: G, then D's two L_D passes, through their DDP wrappers, which
+    all-reduce gradients in the backward. D is frozen during the L_adv pass (made outside
+    DDP), so no D gradient from L_G exists to be all-reduced."""
+    discriminator = state.discriminator
+    weights = state.config.w_adv, state.config.w_con, state.config.w_enc
+    with autocast(x.device):
+        x_hat, z, z_hat = ddp.generator(x)
+        features_real = discriminator.features(x)
+        _set_requires_grad(discriminator, False)
         features_fake = discriminator.features(x_hat)
         _set_requires_grad(discriminator, True)
-        g = generator_losses(
-            x, x_hat, z, z_hat, features_real.detach(), features_fake,
-            config.w_adv, config.w_con, config.w_enc,
-        )  # fmt: skip
+        g = generator_losses(x, x_hat, z, z_hat, features_real.detach(), features_fake, *weights)
     state.optimizer_g.zero_grad(set_to_none=True)
     g.l_g.backward()
     state.optimizer_g.step()
-
     with autocast(x.device):
-        if ddp:
-            logits_real, logits_fake = ddp.discriminator_passes(features_real, x_hat.detach())
-        else:
-            logits_real = discriminator.classify(features_real)
-            logits_fake = discriminator(x_hat.detach())
-        l_d = discriminator_loss(logits_real, logits_fake)
+        l_d = discriminator_loss(*ddp.discriminator_passes(features_real, x_hat.detach()))
     state.optimizer_d.zero_grad(set_to_none=True)
     l_d.backward()
     state.optimizer_d.step()
+    return _detached(g, l_d)
+
+
+def _detached(g: GeneratorLosses, l_d: Tensor) -> dict[str, Tensor]:
     losses = {"l_enc": g.l_enc, "l_con": g.l_con, "l_adv": g.l_adv, "l_g": g.l_g, "l_d": l_d}
     return {name: value.detach() for name, value in losses.items()}
 

@@ -1,9 +1,11 @@
 """The speed-ups are exact: the training step and the scoring path equal plain reference code.
 
-Training (ganomaly/training.py) runs channels_last networks and batches, fused Adam, computes
-D's real-image features once for both steps, and freezes D during the L_adv pass. The
-reference below is the textbook step: contiguous NCHW, `Adam(foreach=False)`, D's real pass
-recomputed for the D step, D's gradients zeroed right before the D backward. Scoring
+Training (ganomaly/training.py) runs channels_last networks and batches, fused Adam, latent
+layers as matrix multiplies, one D pass each over x and x_hat serving both losses, and
+backward passes restricted to the network each loss trains. The reference below is the
+textbook step: contiguous NCHW, `Adam(foreach=False)`, G step first, then D's passes
+recomputed on x and x_hat.detach() for the D step, D's gradients zeroed right before the D
+backward. Scoring
 (ganomaly/scoring.py) runs under inference_mode on channels_last batches of 256; the
 reference is one plain eval-mode forward over all the images.
 """
@@ -123,8 +125,8 @@ def test_fast_training_step_equals_the_plain_step(seed: int) -> None:
 
 
 def test_the_generator_loss_puts_no_gradient_into_the_discriminator() -> None:
-    """D is frozen during the L_adv pass, so its gradients are computed once per step (by the
-    D backward), never for L_G only to be thrown away (or, under DDP, all-reduced first)."""
+    """The L_G backward is restricted to G's parameters, so D's gradients are computed once
+    per step (by the L_D backward), never for L_G only to be thrown away."""
     state = fast_state(0)
     computed = {name: 0 for name, _ in state.discriminator.named_parameters()}
     for name, parameter in state.discriminator.named_parameters():

@@ -2,9 +2,19 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ganomaly.model import Decoder, Discriminator, Encoder, Generator, dcgan_init, pyramid_sizes
+from ganomaly.model import (
+    Decoder,
+    Discriminator,
+    Encoder,
+    Generator,
+    WholeMapConv2d,
+    WholeMapConvTranspose2d,
+    dcgan_init,
+    pyramid_sizes,
+)
 
 SIZES = [(16, 16), (28, 28), (32, 32), (48, 48), (64, 64), (100, 60)]
 
@@ -87,3 +97,37 @@ def test_dcgan_init_reaches_nested_layers():
     assert weights.mean().item() == pytest.approx(1.0, abs=0.01)
     assert weights.std().item() == pytest.approx(0.02, rel=0.2)
     assert all(torch.all(m.bias == 0) for m in bns)
+
+
+@pytest.mark.parametrize("map_size", [(4, 4), (7, 7), (12, 7)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_whole_map_layers_equal_the_convolutions_they_replace(map_size, memory_format):
+    """The latent layers run as matrix multiplies: same outputs and gradients as the conv and
+    transposed conv they stand for, in either memory layout."""
+    torch.manual_seed(0)
+    conv = WholeMapConv2d(16, 10, map_size).to(memory_format=memory_format)
+    deconv = WholeMapConvTranspose2d(10, 16, map_size).to(memory_format=memory_format)
+    x = torch.randn(5, 16, *map_size).contiguous(memory_format=memory_format).requires_grad_()
+    z = torch.randn(5, 10, 1, 1).requires_grad_()
+    outputs = (conv(x), deconv(z))
+    expected = (F.conv2d(x, conv.weight), F.conv_transpose2d(z, deconv.weight))
+    for out, ref in zip(outputs, expected, strict=True):
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        upstream = torch.randn_like(ref)
+        grads = torch.autograd.grad(
+            out, [x, z, conv.weight, deconv.weight], upstream, allow_unused=True
+        )
+        ref_grads = torch.autograd.grad(
+            ref, [x, z, conv.weight, deconv.weight], upstream, allow_unused=True
+        )
+        for grad, ref_grad in zip(grads, ref_grads, strict=True):
+            assert (grad is None) == (ref_grad is None)
+            if grad is not None:
+                torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_whole_map_conv_on_a_larger_map_is_an_ordinary_conv():
+    conv = WholeMapConv2d(3, 2, (4, 4))
+    x = torch.randn(2, 3, 6, 5)
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight))  # (2, 2, 3, 2), not 1x1
