@@ -5,9 +5,8 @@ layers as matrix multiplies, one D pass each over x and x_hat serving both losse
 backward passes restricted to the network each loss trains. The reference below is the
 textbook step: contiguous NCHW, `Adam(foreach=False)`, G step first, then D's passes
 recomputed on x and x_hat.detach() for the D step, D's gradients zeroed right before the D
-backward. Scoring
-(ganomaly/scoring.py) runs under inference_mode on channels_last batches of 256; the
-reference is one plain eval-mode forward over all the images.
+backward. Scoring (ganomaly/scoring.py) runs under inference_mode on channels_last batches of
+256; the reference is one plain eval-mode forward over all the images.
 """
 
 from __future__ import annotations
