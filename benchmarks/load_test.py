@@ -249,13 +249,14 @@ def fuzz_cases(
         ctype = rng.choice(["image/png", "image/jpeg", "application/octet-stream", "text/plain"])
         return Case("random-bytes", (415,), files=part(blob, "r.png", ctype))
 
+    # Cut inside the header: not an image (415); after it: a PNG/JPEG that won't decode (422).
     def truncated_png() -> Case:
         data = encode(noise(nprng, 64, 64, rng.choice([1, 3])))
-        return Case("truncated-png", (415,), files=part(truncated(data, rng, 8)))
+        return Case("truncated-png", (415, 422), files=part(truncated(data, rng, 8)))
 
     def truncated_jpeg() -> Case:
         data = encode(noise(nprng, 64, 64, 3), "JPEG", quality=90)
-        return Case("truncated-jpeg", (415,), files=part(truncated(data, rng, 2), "t.jpg"))
+        return Case("truncated-jpeg", (415, 422), files=part(truncated(data, rng, 2), "t.jpg"))
 
     def pixel_bomb() -> Case:
         side = rng.choice([int(max_pixels**0.5) + 1, 30_000, 100_000, 2**31 - 1])

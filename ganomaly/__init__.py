@@ -2,23 +2,30 @@
 
 Train on normal images only, score new images (higher = more abnormal), evaluate honestly,
 export and serve the model.
+
+Importing this package changes nothing outside it (environment, RNGs, threads, warnings) and
+does not import torch: `GANomalyDetector` is loaded on first use. Process-wide settings are
+the process owner's: see `configure_threads`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ganomaly.process import configure_threads
 
 __version__ = "0.1.0"
 
-import os  # noqa: E402
+if TYPE_CHECKING:
+    from ganomaly.detector import GANomalyDetector, NotFittedError
 
-# How OpenMP threads wait between parallel regions (docs/performance.md). libgomp's default
-# spin (300,000 turns) halves a 2-thread training step when another process holds a core,
-# while never spinning (PASSIVE) costs 15% on an idle machine; a short spin of 3,000 turns
-# measured as fast as spinning when idle and as safe as PASSIVE when the core is busy.
-# LLVM/Intel OpenMP (KMP_BLOCKTIME) was not measured: it keeps the safe choice, no spin.
-# Only read before torch starts its thread pool, i.e. before `import torch`; a user's own
-# setting of any of these wins.
-OPENMP_WAIT_DEFAULTS = {"GOMP_SPINCOUNT": "3000", "KMP_BLOCKTIME": "0"}
-if not any(name in os.environ for name in ("OMP_WAIT_POLICY", *OPENMP_WAIT_DEFAULTS)):
-    os.environ.update(OPENMP_WAIT_DEFAULTS)
+__all__ = ["GANomalyDetector", "NotFittedError", "__version__", "configure_threads"]
 
-from ganomaly.detector import GANomalyDetector, NotFittedError  # noqa: E402
 
-__all__ = ["GANomalyDetector", "NotFittedError", "__version__"]
+def __getattr__(name: str) -> Any:
+    # Lazy: `import ganomaly` (the CLI's parser, the ONNX runtime) must not pay for torch.
+    if name in ("GANomalyDetector", "NotFittedError"):
+        from ganomaly import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module 'ganomaly' has no attribute {name!r}")

@@ -1,7 +1,5 @@
 """`python -m ganomaly ...` (also what `torchrun -m ganomaly` runs)."""
 
-import sys
+from ganomaly.cli import entry_point
 
-from ganomaly.cli import main
-
-sys.exit(main())
+entry_point()

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from ganomaly.atomic import atomic_write_text
 from ganomaly.config import ConfigError, RunConfig, detector_part
 from ganomaly.data import DataSplit, load_split, resolve_protocol
 
@@ -102,14 +102,6 @@ def settings_of(config: RunConfig, method: str) -> dict[str, Any]:
     return {"method": method, **values}
 
 
-def _smooth(maps: torch.Tensor, sigma: float) -> np.ndarray:
-    from ganomaly.scoring import gaussian_kernel, smooth_maps
-
-    if sigma > 0:
-        maps = smooth_maps(maps, gaussian_kernel(sigma))
-    return maps[:, 0].numpy()
-
-
 def _baseline_metrics(
     method: str, config: RunConfig, split: DataSplit, scores: np.ndarray, val: np.ndarray,
     maps: np.ndarray | None,
@@ -124,13 +116,14 @@ def _baseline_metrics(
     if maps is not None:
         pixel = pixel_evaluation(maps, split.test_masks, split.test, split.test_is_abnormal)
         if pixel is not None:
-            metrics.update(pixel[0])
+            metrics.update(pixel.metrics)
     return metrics
 
 
 def run_raw_pixel(config: RunConfig, split: DataSplit) -> dict[str, Any]:
     """Distance of each image to the mean normal training image."""
     from ganomaly.detector import load_images, validation_split
+    from ganomaly.scoring import gaussian_kernel, smooth_maps
 
     size, channels = config.image_hw(), config.channels or split.channels
     train = load_images(split.train, size, channels, config.interpolation)
@@ -139,44 +132,35 @@ def run_raw_pixel(config: RunConfig, split: DataSplit) -> dict[str, Any]:
     test = load_images(split.test, size, channels, config.interpolation)
     scores = ((test - mean) ** 2).mean((1, 2, 3)).numpy()
     val = ((train[val_index] - mean) ** 2).mean((1, 2, 3)).numpy()
-    with_maps = any(m is not None for m in split.test_masks)
-    maps = (
-        _smooth((test - mean).abs().mean(1, keepdim=True), config.map_sigma) if with_maps else None
-    )
+    maps = None
+    if any(m is not None for m in split.test_masks):
+        error = (test - mean).abs().mean(1, keepdim=True)  # (N, 1, H, W)
+        if config.map_sigma > 0:
+            error = smooth_maps(error, gaussian_kernel(config.map_sigma))
+        maps = error[:, 0].numpy()
     return _baseline_metrics("raw-pixel", config, split, scores, val, maps)
 
 
-@torch.inference_mode()
-def _reconstruction_errors(detector: Any, images: torch.Tensor, sigma: float | None) -> Any:
-    generator = detector.generator_
-    generator.eval()
-    device = next(generator.parameters()).device
-    scores, maps = [], []
-    for start in range(0, len(images), 256):
-        x = images[start : start + 256].to(device)
-        error = (x - generator(x)[0]).abs()  # (B, C, H, W)
-        scores.append(error.mean((1, 2, 3)).cpu())
-        if sigma is not None:
-            maps.append(error.mean(1, keepdim=True).cpu())
-    score = torch.cat(scores).numpy()
-    return score, (_smooth(torch.cat(maps), sigma) if sigma is not None else None)
-
-
 def run_autoencoder(config: RunConfig, split: DataSplit) -> dict[str, Any]:
-    """The same networks trained with w_adv = w_enc = 0, scored by mean |x - x_hat|."""
-    from ganomaly.detector import GANomalyDetector
+    """The same networks trained with w_adv = w_enc = 0, scored by mean |x - x_hat|; its
+    anomaly map is the model's own (smoothed |x - x_hat|)."""
+    from ganomaly.detector import GANomalyDetector, validation_split
 
     params = dataclasses.asdict(detector_part(config))
     params.update(w_adv=0.0, w_enc=0.0)
     started = time.perf_counter()
     detector = GANomalyDetector(**params).fit(split.train)
     seconds = time.perf_counter() - started
-    images = detector.preprocess(split.train)[detector.val_index_]
-    val, _ = _reconstruction_errors(detector, images, None)
+    train = detector.preprocess(split.train)
+    _, val_index = validation_split(len(train), config.val_fraction, config.split_seed)
+    val = train[val_index]
+    val_errors = (val - detector.reconstruct_preprocessed(val)).abs().mean((1, 2, 3))
     test = detector.preprocess(split.test)
-    with_maps = any(m is not None for m in split.test_masks)
-    scores, maps = _reconstruction_errors(detector, test, config.map_sigma if with_maps else None)
-    metrics = _baseline_metrics("autoencoder", config, split, scores, val, maps)
+    scores = (test - detector.reconstruct_preprocessed(test)).abs().mean((1, 2, 3)).numpy()
+    maps = None
+    if any(m is not None for m in split.test_masks):
+        maps = detector.score_preprocessed(test, with_maps=True).maps
+    metrics = _baseline_metrics("autoencoder", config, split, scores, val_errors.numpy(), maps)
     metrics["train_seconds"] = round(seconds, 3)
     return metrics
 
@@ -230,10 +214,10 @@ def run_benchmark(
                 seconds = time.perf_counter() - started
                 kept = {k: metrics.get(k) for k in (*IMAGE_METRICS, *PIXEL_METRICS) if k in metrics}
                 kept["seconds"] = round(seconds, 1)
-                cell_dir.mkdir(parents=True, exist_ok=True)
-                tmp = cell_dir / "result.json.tmp"
-                tmp.write_text(json.dumps({"settings": settings, "metrics": kept}, indent=1))
-                tmp.replace(cell_dir / "result.json")
+                atomic_write_text(
+                    cell_dir / "result.json",
+                    json.dumps({"settings": settings, "metrics": kept}, indent=1),
+                )
                 cells[method][name].append(kept)
                 say(
                     f"[{done}/{total}] {method} class {name} seed {seed}: "

@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import sys
 import typing
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ganomaly import __version__
 from ganomaly.config import ConfigError, RunConfig, from_dict, read_settings
+from ganomaly.process import one_line_warnings, set_openmp_defaults
 
 EXIT_ERROR = 2
 # Settings `evaluate` takes to score a saved model on other data.
@@ -86,7 +87,6 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         if value is not None:
             values["protocol"], values["target_class"] = protocol, value
     config = from_dict(RunConfig, values)
-    config.image_size = str(config.image_size)
     config.validate()
     return config
 
@@ -185,14 +185,37 @@ def known_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DataError, ImageError, ModelFileError, TrainingError, OSError)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
-    from ganomaly.training import TrainingInterrupted
+def entry_point() -> None:
+    """The `ganomaly` console script (and `python -m ganomaly`): the process owner's settings
+    first — the OpenMP wait defaults must be in the environment before torch is imported,
+    which is why no module that builds the parser imports torch — then `main`."""
+    set_openmp_defaults()
+    if importlib.util.find_spec("torch") is None:
+        print(
+            "ganomaly: error: this command needs PyTorch (pip install torch); to score with an "
+            "exported ONNX model without it, use ganomaly-onnx",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_ERROR)
+    sys.exit(main())
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 bad input, 130 interrupted).
+
+    Callable in-process (tests, notebooks): it changes no process-wide setting, and prints
+    warnings as one `ganomaly: warning:` line only while it runs.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    warnings.formatwarning = _one_line_warning
+    with one_line_warnings():
+        return _run(handler, args)
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from ganomaly.training import TrainingInterrupted
+
     try:
         return handler(args)
     except known_errors() as error:
@@ -207,7 +230,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ganomaly: interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
-    return f"ganomaly: warning: {message}\n"

@@ -12,12 +12,21 @@ from typing import Any
 
 import yaml
 
-from ganomaly.images import DEFAULT_MAX_PIXELS
-
 PROTOCOLS = ("normal-class", "anomaly-class", "paper", "mvtec", "folder")
 SCORE_METRICS = ("l2", "l1")
 BN_MODES = ("eval", "batch")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+
+
+# Image files with more pixels than this are refused from their header, before decoding:
+# a decompression bomb must not take the machine's memory. 50 M pixels is far above any
+# training or inspection image (an 8K frame is 33 M) and well under Pillow's own 179 M cap.
+# The server, which reads uploads from anyone, uses a lower limit (ganomaly.server).
+DEFAULT_MAX_PIXELS = 50_000_000
+# A saved model scores on the CPU unless told otherwise (predict, evaluate, serve, load):
+# scoring is cheap, a CPU is always there, and a GPU is kept for training, whose default
+# is "auto".
+INFERENCE_DEVICE = "cpu"
 
 
 class ConfigError(ValueError):
@@ -67,7 +76,8 @@ class DetectorConfig:
         "eval", "BatchNorm when scoring: eval, or batch (reference)", choices=BN_MODES
     )
     precise_bn: bool = _f(
-        True, "recompute G's BatchNorm statistics on the training images after training"
+        True,
+        "after every epoch, recompute G's BatchNorm running statistics on the training images",
     )
     threshold_quantile: float = _f(0.99, "threshold = this quantile of validation normal scores")
     threshold: float | None = _f(None, "fixed raw threshold instead of the quantile")
@@ -76,6 +86,15 @@ class DetectorConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     threads: int | None = _f(None, "CPU threads for PyTorch; default: all cores")
     progress: bool = _f(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        # One spelling of the size everywhere (config.yaml, model.pt, card): 32 -> "32",
+        # "100X60" -> "100x60"; an unparsable value is kept for validate() to name.
+        try:
+            h, w = parse_image_size(self.image_size)
+        except ConfigError:
+            return
+        self.image_size = str(h) if h == w else f"{h}x{w}"
 
     def image_hw(self) -> tuple[int, int]:
         """`image_size` as (height, width)."""

@@ -1,4 +1,4 @@
-"""GANomalyDetector: the estimator every face (CLI, server, export) is built on.
+"""GANomalyDetector: the estimator every face (CLI, server, export, benchmark) is built on.
 
 Example:
     >>> from ganomaly import GANomalyDetector
@@ -6,25 +6,41 @@ Example:
     >>> detector.decision_function(["a.png", "b.png"])     # raw scores, higher = more abnormal
     >>> detector.predict(images)                           # 0/1 against detector.threshold_
     >>> detector.save("model.pt"); GANomalyDetector.load("model.pt")
+
+The faces use only its public methods: `preprocess`, `score` / `score_preprocessed` /
+`score_files`, `reconstruct_preprocessed`, `refit_threshold`, `annotate`, `model_card`,
+`save` / `load`, and the fitted attributes below.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from torch import Tensor
 
 from ganomaly import __version__, distributed
-from ganomaly.config import ConfigError, DetectorConfig, detector_fields, from_dict
-from ganomaly.images import (
+from ganomaly.config import (
     DEFAULT_MAX_PIXELS,
+    INFERENCE_DEVICE,
+    ConfigError,
+    DetectorConfig,
+    detector_fields,
+    from_dict,
+)
+from ganomaly.images import (
+    IMAGE_KINDS,
     ImageError,
     find_images,
     load_image,
@@ -42,12 +58,17 @@ from ganomaly.modelfile import (
     load_model_file,
     plain,
 )
+from ganomaly.process import scoped_threads
 from ganomaly.scoring import AnomalyScorer, fit_threshold, score_tensor
 from ganomaly.training import TrainState, make_optimizers, train
 
 ImagesLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | np.ndarray | Tensor | Any
+EpochHook = Callable[[TrainState], Any]
 
-__all__ = ["GANomalyDetector", "NotFittedError"]
+__all__ = ["FileScore", "GANomalyDetector", "NotFittedError", "Scores"]
+
+THRESHOLD_FROM_VALIDATION = "validation normals held out of train (quantile)"
+THRESHOLD_FIXED = "fixed --threshold"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,13 +90,15 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _image_paths(X: Any) -> list[Path] | None:
+def image_paths(X: Any) -> list[Path] | None:
+    """The image files X names (a folder: its images, recursively, in sorted path order),
+    or None when X is not files but an array-like."""
     if isinstance(X, str | os.PathLike):
         path = Path(X)
         if path.is_dir():
             found = find_images(path)
             if not found:
-                raise ImageError(f"{path}: no images found (png, jpg, bmp, tif, webp)")
+                raise ImageError(f"{path}: no images found ({IMAGE_KINDS})")
             return found
         return [path]
     if isinstance(X, list | tuple) and X and all(isinstance(p, str | os.PathLike) for p in X):
@@ -84,7 +107,7 @@ def _image_paths(X: Any) -> list[Path] | None:
 
 
 def _guess_channels(X: Any) -> int:
-    paths = _image_paths(X)
+    paths = image_paths(X)
     if paths is not None:
         return natural_channels(paths[0])
     array = _as_array(X)
@@ -113,7 +136,7 @@ def load_images(
 
     Image files that cannot be read are collected and reported together in one ImageError.
     """
-    paths = _image_paths(X)
+    paths = image_paths(X)
     if paths is None:
         return preprocess(_as_array(X), size, channels, interpolation)
     tensors, errors = [], []
@@ -129,41 +152,93 @@ def load_images(
     return torch.cat(tensors)
 
 
-class GANomalyDetector:
+@contextlib.contextmanager
+def seeded_randomness(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global RNG seeded with `seed` inside the block; the caller's RNG states are
+    restored after it (the CPU generator, and the CUDA generators when CUDA is in use)."""
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        if cuda:
+            torch.manual_seed(seed)  # CPU and every CUDA generator: all forked above
+        else:
+            torch.default_generator.manual_seed(seed)
+        yield
+
+
+@dataclass
+class Scores:
+    """Scores of a batch of images, one entry per image in input order."""
+
+    score: np.ndarray  # (N,) raw anomaly score, higher = more abnormal
+    normalized_score: np.ndarray  # (N,) 0 ~ a typical normal image, 1 = the threshold
+    is_anomaly: np.ndarray  # (N,) bool: score > threshold_
+    maps: np.ndarray | None = None  # (N, H, W) anomaly maps at the model's resolution
+
+
+@dataclass
+class FileScore:
+    """One image file's result; `error` says why a file could not be scored (then the
+    scores are None, never NaN, which would read as "normal")."""
+
+    path: str
+    score: float | None = None
+    normalized_score: float | None = None
+    is_anomaly: bool | None = None
+    error: str | None = None
+    map: np.ndarray | None = None  # (H, W) anomaly map, when asked for
+    map_path: str | None = None  # where `ganomaly predict --maps` wrote its overlay
+
+
+def _signature() -> inspect.Signature:
+    """The constructor's signature, made from DetectorConfig (the one place for defaults), so
+    help(), IDEs and scikit-learn's get_params / clone see every parameter."""
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+        for f in dataclasses.fields(DetectorConfig)
+    ]
+    return inspect.Signature(params)
+
+
+class GANomalyDetector(BaseEstimator):
     """GANomaly as a scikit-learn / PyOD style estimator.
 
     Parameters are the fields of `DetectorConfig` (image_size, nz, ngf, epochs, batch_size,
-    lr, w_adv, w_con, w_enc, seed, val_fraction, threshold_quantile, ...), defaults included.
+    lr, w_adv, w_con, w_enc, seed, val_fraction, threshold_quantile, ...), defaults included;
+    `inspect.signature(GANomalyDetector)` lists them.
 
-    Fitted attributes: `generator_`, `discriminator_`, `threshold_`, `val_median_`,
-    `val_scores_`, `n_val_`, `decision_scores_` (training images), `history_`, `channels_`.
+    Fitted attributes (the same after `fit` and after `load`):
+        generator_          the trained generator (E1 -> decoder -> E2)
+        scorer_             the scoring module (what `export` writes)
+        channels_           image channels the model takes (1 or 3)
+        threshold_          raw score threshold; `predict` is score > threshold_
+        val_median_         median validation normal score (normalisation's zero)
+        n_val_, val_scores_ the validation normal images' count and scores
+        threshold_quantile_ the quantile used (None when the threshold was fixed or labelled)
+        threshold_from_     how the threshold was fitted, in words
+        decision_scores_    scores of the training images that trained the weights
+        n_train_            their count
+        history_            one dict per epoch (history.csv's columns)
+        fit_seconds_        wall time of `fit`
+        warnings_           warnings raised while fitting the threshold
+        annotations_        facts attached with `annotate` (data, protocol, test metrics, ...)
     """
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(detector_fields()))
         if unknown:
             raise TypeError(f"unknown parameter(s): {', '.join(unknown)}")
-        self.params = params
+        # scikit-learn's convention: every parameter is an attribute of its own name, stored
+        # as given (clone checks identity); it is validated when fit builds the config.
+        for field in dataclasses.fields(DetectorConfig):
+            setattr(self, field.name, params.get(field.name, field.default))
 
-    # -- parameters ---------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """All parameters, defaults filled in (scikit-learn convention)."""
-        return dataclasses.asdict(self.config)
-
-    def set_params(self, **params: Any) -> GANomalyDetector:
-        """Change parameters; takes effect at the next fit."""
-        unknown = sorted(set(params) - set(detector_fields()))
-        if unknown:
-            raise TypeError(f"unknown parameter(s): {', '.join(unknown)}")
-        self.params = {**self.params, **params}
-        return self
+    __init__.__signature__ = _signature()  # type: ignore[attr-defined]
 
     @property
     def config(self) -> DetectorConfig:
-        """The parameters as a validated-on-fit DetectorConfig."""
-        config = from_dict(DetectorConfig, self.params)
-        config.image_size = str(config.image_size)
-        return config
+        """The parameters as a DetectorConfig (validated by `fit`)."""
+        return from_dict(DetectorConfig, {name: getattr(self, name) for name in detector_fields()})
 
     # -- fitting --------------------------------------------------------------------------
     def fit(
@@ -171,7 +246,7 @@ class GANomalyDetector:
         X: ImagesLike,
         y: Any = None,
         *,
-        on_epoch: Callable[[TrainState], Any] | None = None,
+        on_epoch: EpochHook | None = None,
         resume: dict[str, Any] | None = None,
         stop_requested: Callable[[], bool] | None = None,
     ) -> GANomalyDetector:
@@ -181,11 +256,11 @@ class GANomalyDetector:
         never the weights. `on_epoch(state)` is called after every epoch and at checkpoint
         steps; `resume` is a checkpoint dict to continue from (see `ganomaly.checkpoint`);
         `stop_requested()` true stops at the next step boundary (after `on_epoch` saved).
+        Torch's global RNG states and thread count are the same after the call as before.
         """
+        started = time.perf_counter()
         config = self.config
         config.validate()
-        if config.threads:
-            torch.set_num_threads(config.threads)
         device = distributed.local_device(resolve_device(config.device))  # torchrun: own GPU
         channels = config.channels or _guess_channels(X)
         size = config.image_hw()
@@ -193,117 +268,230 @@ class GANomalyDetector:
         train_index, val_index = validation_split(
             len(images), config.val_fraction, config.split_seed
         )
-        generator, discriminator = make_networks(
-            size, channels, config.nz, config.ngf, config.extra_layers, config.seed
-        )
-        generator.to(device)
-        discriminator.to(device)
-        optimizer_g, optimizer_d = make_optimizers(generator, discriminator, config)
-        state = TrainState(generator, discriminator, optimizer_g, optimizer_d, config)
-        if resume is not None:
-            from ganomaly.checkpoint import restore_state
-
-            restore_state(state, resume)
         val_images = images[val_index]
-        probe = AnomalyScorer(generator, config.score_metric, 1.0, 0.0, 0.0)
+        # One seeded stream draws the initial weights and, after them, D's re-inits.
+        with scoped_threads(config.threads), seeded_randomness(config.seed, device):
+            generator, discriminator = make_networks(
+                size, channels, config.nz, config.ngf, config.extra_layers
+            )
+            generator.to(device)
+            discriminator.to(device)
+            optimizer_g, optimizer_d = make_optimizers(generator, discriminator, config)
+            state = TrainState(generator, discriminator, optimizer_g, optimizer_d, config)
+            if resume is not None:
+                from ganomaly.checkpoint import restore_state
 
-        def score_val() -> np.ndarray:
-            return score_tensor(probe, val_images, bn_mode=config.bn_mode, device=device)[0]
+                restore_state(state, resume)
+            probe = AnomalyScorer(generator, config.score_metric, 1.0, 0.0, 0.0)
 
-        train(state, images[train_index].to(device), score_val, on_epoch, stop_requested)
+            def score_val() -> np.ndarray:
+                return score_tensor(probe, val_images, bn_mode=config.bn_mode, device=device)[0]
 
-        fit = fit_threshold(score_val(), config.threshold_quantile, config.threshold)
-        self.channels_ = channels
-        self.generator_ = generator
-        self.discriminator_ = discriminator
-        self.train_state_ = state
-        self.history_ = state.history
-        self.threshold_ = fit.threshold
-        self.val_median_ = fit.median
-        self.n_val_ = fit.n_val
-        self.threshold_quantile_ = fit.quantile
-        self.warnings_ = fit.warnings
-        self.val_scores_ = score_val()
-        self.train_index_, self.val_index_ = train_index, val_index
-        self.scorer_ = self._make_scorer()
-        self.decision_scores_ = self._score(images[train_index])[0]
-        self.card_: dict[str, Any] = {}
+            train(state, images[train_index].to(device), score_val, on_epoch, stop_requested)
+            val_scores = score_val()
+            fit = fit_threshold(val_scores, config.threshold_quantile, config.threshold)
+            self.channels_ = channels
+            self.generator_ = generator
+            self._set_threshold(fit.threshold, fit.median, val_scores, fit.quantile)
+            self.threshold_from_ = (
+                THRESHOLD_FIXED if config.threshold is not None else THRESHOLD_FROM_VALIDATION
+            )
+            self.warnings_ = fit.warnings
+            self.history_ = state.history
+            self.n_train_ = len(train_index)
+            self.annotations_: dict[str, Any] = {}
+            self.decision_scores_ = self.score_preprocessed(images[train_index]).score
+        self.fit_seconds_ = time.perf_counter() - started
         return self
 
-    def _make_scorer(self) -> AnomalyScorer:
+    def _set_threshold(
+        self, threshold: float, median: float, val_scores: np.ndarray, quantile: float | None
+    ) -> None:
+        self.threshold_ = float(threshold)
+        self.val_median_ = float(median)
+        self.val_scores_ = np.asarray(val_scores, dtype=np.float64)
+        self.n_val_ = len(self.val_scores_)
+        self.threshold_quantile_ = quantile
         config = self.config
-        return AnomalyScorer(
-            self.generator_,
-            config.score_metric,
-            self.threshold_,
-            self.val_median_,
+        self.scorer_ = AnomalyScorer(
+            self.generator_, config.score_metric, self.threshold_, self.val_median_,
             config.map_sigma,
-        )
+        )  # fmt: skip
+
+    def refit_threshold(self, X: ImagesLike, y: Any = None) -> GANomalyDetector:
+        """Refit normalisation and threshold on a labelled set X (y: 1 = abnormal, 0 = normal;
+        None: all normal), keeping the weights.
+
+        The median comes from its normal images. With defects in it, the threshold is the one
+        that maximises F1 on it (flagged = score > threshold): a few known defects say more
+        about where to cut than a quantile of normals. Without defects, or with a fixed
+        `threshold` parameter, the usual rule applies to its normal images.
+        """
+        from ganomaly.metrics import image_metrics
+
+        self._check_fitted()
+        config = self.config
+        scores = self.score(X).score
+        labels = np.zeros(len(scores), np.int64) if y is None else np.asarray(y).astype(np.int64)
+        if labels.shape != scores.shape:
+            raise ValueError(f"y has {labels.size} labels for {scores.size} images")
+        normal = scores[labels == 0]
+        fit = fit_threshold(normal, config.threshold_quantile, config.threshold)
+        threshold, quantile = fit.threshold, fit.quantile
+        n_defects = int(labels.sum())
+        note = f"labelled set: {fit.n_val} normal images (quantile {quantile})"
+        if n_defects and config.threshold is None:
+            best = image_metrics(labels, scores, fit.threshold)["best_f1_oracle_threshold"]
+            assert best is not None  # both kinds of image are present
+            threshold, quantile = float(best), None
+            note = f"labelled set: best F1 over {fit.n_val} normal and {n_defects} defect images"
+        elif config.threshold is not None:
+            note = f"{THRESHOLD_FIXED}; median from a labelled set's normal images"
+        self._set_threshold(threshold, fit.median, normal, quantile)
+        self.threshold_from_ = note
+        self.warnings_ = fit.warnings
+        return self
+
+    def annotate(self, **facts: Any) -> GANomalyDetector:
+        """Attach facts about the data and its evaluation (data, protocol, target_class,
+        data_source, normal_classes, metrics, ...) to the model card; `save` keeps them."""
+        self._check_fitted()
+        self.annotations_ = {**self.annotations_, **plain(facts)}
+        return self
 
     # -- scoring --------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "scorer_"):
             raise NotFittedError("this GANomalyDetector is not fitted yet: call fit() or load()")
 
+    @property
+    def device_(self) -> torch.device:
+        """Where the model's weights are."""
+        self._check_fitted()
+        return next(self.generator_.parameters()).device
+
     def preprocess(self, X: ImagesLike) -> Tensor:
-        """X -> the model's input tensor by the one documented preprocessing."""
+        """X -> the model's input tensor (N, C, H, W) in [-1, 1], by the one preprocessing."""
         self._check_fitted()
         config = self.config
         return load_images(
             X, config.image_hw(), self.channels_, config.interpolation, config.max_pixels
         )
 
-    def _score(
+    def score_preprocessed(
         self, images: Tensor, batch_size: int = 256, with_maps: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        return score_tensor(
-            self.scorer_, images, batch_size, self.config.bn_mode, with_maps,
-            device=next(self.generator_.parameters()).device,
-        )  # fmt: skip
-
-    def score(
-        self, X: ImagesLike, batch_size: int = 256, with_maps: bool = False
-    ) -> dict[str, Any]:
-        """Everything about X at once: `score`, `normalized_score`, `is_anomaly`, maybe `maps`."""
+    ) -> Scores:
+        """Score images already through `preprocess` (the faces' path: they preprocess file
+        by file, then score in batches). A score does not depend on the batch."""
         self._check_fitted()
-        scores, normalized, maps = self._score(self.preprocess(X), batch_size, with_maps)
-        result: dict[str, Any] = {
-            "score": scores,
-            "normalized_score": normalized,
-            "is_anomaly": scores > self.threshold_,
-        }
-        if with_maps:
-            result["maps"] = maps
-        return result
+        scores, normalized, maps = score_tensor(
+            self.scorer_, images, batch_size, self.config.bn_mode, with_maps, self.device_
+        )
+        return Scores(scores, normalized, scores > self.threshold_, maps)
+
+    def score(self, X: ImagesLike, batch_size: int = 256, with_maps: bool = False) -> Scores:
+        """Everything about X at once: score, normalized_score, is_anomaly (and maps).
+        A folder is scored in sorted path order (`image_paths(folder)` lists them)."""
+        return self.score_preprocessed(self.preprocess(X), batch_size, with_maps)
+
+    def score_files(
+        self, paths: Sequence[str | os.PathLike[str]], batch_size: int = 64, with_maps: bool = False
+    ) -> list[FileScore]:
+        """Score image files one record each, in input order; a file that cannot be read gets
+        its `error` and the others are still scored."""
+        self._check_fitted()
+        records = [FileScore(str(path)) for path in paths]
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            good, tensors = [], []
+            for record in batch:
+                try:
+                    tensors.append(self.preprocess([record.path]))
+                    good.append(record)
+                except ImageError as error:
+                    record.error = str(error).removeprefix(f"{record.path}: ")
+            if not good:
+                continue
+            result = self.score_preprocessed(torch.cat(tensors), batch_size, with_maps)
+            for i, record in enumerate(good):
+                record.score = float(result.score[i])
+                record.normalized_score = float(result.normalized_score[i])
+                record.is_anomaly = bool(result.is_anomaly[i])
+                record.map = None if result.maps is None else result.maps[i]
+        return records
 
     def decision_function(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:
         """Raw anomaly scores (N,): higher = more abnormal."""
-        return self.score(X, batch_size)["score"]
+        return self.score(X, batch_size).score
 
     def normalized_score(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:
         """(score - median) / (threshold - median): 0 ~ typical normal, 1 = the threshold."""
-        return self.score(X, batch_size)["normalized_score"]
+        return self.score(X, batch_size).normalized_score
 
     def predict(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:
         """1 = anomaly (score > threshold_), 0 = normal."""
-        return self.score(X, batch_size)["is_anomaly"].astype(np.int64)
+        return self.score(X, batch_size).is_anomaly.astype(np.int64)
 
     def anomaly_map(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:
         """Smoothed |x - x_hat| per pixel at the model's resolution, (N, H, W)."""
-        maps = self.score(X, batch_size, with_maps=True)["maps"]
+        maps = self.score(X, batch_size, with_maps=True).maps
         assert maps is not None
         return maps
 
     @torch.inference_mode()
-    def reconstruct(self, X: ImagesLike) -> tuple[np.ndarray, np.ndarray]:
-        """(x, x_hat) as [0, 1] arrays (N, C, H, W), for figures and the web page."""
+    def reconstruct_preprocessed(self, images: Tensor, batch_size: int = 256) -> Tensor:
+        """x_hat for preprocessed images, in model space [-1, 1], on the CPU."""
         self._check_fitted()
         self.generator_.eval()
-        x = self.preprocess(X).to(next(self.generator_.parameters()).device)
-        x_hat = self.generator_(x)[0]
-        return to_display(x), to_display(x_hat)
+        parts = [
+            self.generator_(images[start : start + batch_size].to(self.device_))[0].float().cpu()
+            for start in range(0, len(images), batch_size)
+        ]
+        return torch.cat(parts) if parts else torch.zeros_like(images)
 
-    # -- persistence ----------------------------------------------------------------------
+    def reconstruct(self, X: ImagesLike) -> tuple[np.ndarray, np.ndarray]:
+        """(x, x_hat) as [0, 1] arrays (N, C, H, W), for figures and the web page."""
+        x = self.preprocess(X)
+        return to_display(x), to_display(self.reconstruct_preprocessed(x))
+
+    # -- description and persistence ------------------------------------------------------
+    def model_card(self) -> dict[str, Any]:
+        """What the model is, how it scores and how it was made: model.pt's `card`, the
+        server's /v1/model, the export metadata and the report all show this."""
+        self._check_fitted()
+        config = self.config
+        seconds = sum(row["seconds"] for row in self.history_)
+        images = sum(row["images_per_second"] * row["seconds"] for row in self.history_)
+        return plain(
+            {
+                "model": "ganomaly",
+                "image_size": list(config.image_hw()),
+                "channels": int(self.channels_),
+                "interpolation": config.interpolation,
+                "value_range": [-1.0, 1.0],
+                "score_metric": config.score_metric,
+                "bn_mode": config.bn_mode,
+                "map_sigma": float(config.map_sigma),
+                "threshold": self.threshold_,
+                "threshold_quantile": self.threshold_quantile_,
+                "threshold_from": self.threshold_from_,
+                "val_median": self.val_median_,
+                "n_val": self.n_val_,
+                "is_anomaly": "score > threshold",
+                "normalized_score": "(score - val_median) / (threshold - val_median)",
+                "epochs": config.epochs,
+                "seed": config.seed,
+                "training": {
+                    "n_train": self.n_train_,
+                    "train_seconds": round(self.fit_seconds_, 3),
+                    "train_images_per_second": round(images / seconds, 2) if seconds else 0.0,
+                    "d_reinits": int(sum(row["d_reinits"] for row in self.history_)),
+                },
+                **self.annotations_,
+                "versions": {"ganomaly": __version__, "torch": str(torch.__version__)},
+            }
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The model.pt content (see `ganomaly.modelfile`)."""
         self._check_fitted()
@@ -324,7 +512,19 @@ class GANomalyDetector:
             "threshold_quantile": self.threshold_quantile_,
             "map_sigma": float(config.map_sigma),
             "versions": {"ganomaly": __version__, "torch": str(torch.__version__)},
-            "card": plain(self.card_),
+            "val_scores": torch.as_tensor(self.val_scores_, dtype=torch.float64),
+            "decision_scores": torch.as_tensor(self.decision_scores_, dtype=torch.float64),
+            "fitted": plain(
+                {
+                    "threshold_from": self.threshold_from_,
+                    "history": self.history_,
+                    "n_train": self.n_train_,
+                    "fit_seconds": self.fit_seconds_,
+                    "warnings": self.warnings_,
+                    "annotations": self.annotations_,
+                }
+            ),
+            "card": self.model_card(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -336,15 +536,17 @@ class GANomalyDetector:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> GANomalyDetector:
-        """Load a model.pt or a run directory holding one (weights_only: runs no code)."""
+    def load(cls, path: str | os.PathLike[str], device: str = INFERENCE_DEVICE) -> GANomalyDetector:
+        """Load a model.pt or a run directory holding one (weights_only: runs no code).
+
+        Reads this version's files and version 1's (which lack the validation and training
+        scores: those attributes are then empty arrays)."""
         target = Path(path)
         if target.is_dir():
             target = target / "model.pt"
         obj = load_model_file(target)
         try:
             config = from_dict(DetectorConfig, dict(obj["config"]))
-            config.image_size = str(config.image_size)
             config.validate()
         except (ConfigError, TypeError) as error:
             raise ModelFileError(f"{target}: damaged model file ({error})") from None
@@ -358,13 +560,43 @@ class GANomalyDetector:
             lambda: Generator((h, w), config.nz, obj["channels"], config.ngf, config.extra_layers),
         )
         generator.to(resolve_device(device)).eval()
+        fitted = _fitted_facts(obj)
         detector.channels_ = obj["channels"]
         detector.generator_ = generator
-        detector.threshold_ = float(obj["threshold"])
-        detector.val_median_ = float(obj["val_median"])
-        detector.n_val_ = int(obj["n_val"])
-        detector.threshold_quantile_ = obj.get("threshold_quantile")
-        detector.card_ = dict(obj.get("card") or {})
-        detector.history_ = list(detector.card_.get("history", []))
-        detector.scorer_ = detector._make_scorer()
+        val_scores = np.asarray(obj.get("val_scores", torch.zeros(0)), dtype=np.float64)
+        detector._set_threshold(
+            obj["threshold"], obj["val_median"], val_scores, obj.get("threshold_quantile")
+        )
+        detector.n_val_ = int(obj["n_val"])  # version 1 files keep the count, not the scores
+        detector.threshold_from_ = str(fitted["threshold_from"])
+        detector.warnings_ = list(fitted["warnings"])
+        detector.history_ = list(fitted["history"])
+        detector.n_train_ = int(fitted["n_train"])
+        detector.annotations_ = dict(fitted["annotations"])
+        detector.decision_scores_ = np.asarray(
+            obj.get("decision_scores", torch.zeros(0)), dtype=np.float64
+        )
+        detector.fit_seconds_ = float(fitted["fit_seconds"])
         return detector
+
+
+ANNOTATION_KEYS_V1 = ("data", "protocol", "target_class", "data_source", "normal_classes")
+
+
+def _fitted_facts(obj: dict[str, Any]) -> dict[str, Any]:
+    """The training facts of a model file: its `fitted` record, or (format version 1) what
+    the old free-form card held."""
+    if "fitted" in obj:
+        return dict(obj["fitted"])
+    card = dict(obj.get("card") or {})
+    annotations = {k: card[k] for k in ANNOTATION_KEYS_V1 if k in card}
+    if "metrics" in card:
+        annotations["metrics"] = card["metrics"]
+    return {
+        "threshold_from": card.get("threshold_from", THRESHOLD_FROM_VALIDATION),
+        "history": card.get("history", []),
+        "n_train": card.get("n_train", 0),
+        "fit_seconds": card.get("train_seconds", 0.0),
+        "warnings": [],
+        "annotations": annotations,
+    }

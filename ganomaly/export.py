@@ -34,11 +34,14 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ganomaly.config import ConfigError
+
+if TYPE_CHECKING:
+    from ganomaly.detector import GANomalyDetector
 
 FORMATS = ("onnx", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
@@ -58,7 +61,7 @@ class ExportError(ConfigError):
     """The model cannot be exported as asked; the message says why in one line."""
 
 
-def refuse_batch_statistics(detector: Any, what: str) -> None:
+def refuse_batch_statistics(detector: GANomalyDetector, what: str) -> None:
     """Raise when the model scores with BatchNorm batch statistics (see module docstring)."""
     if detector.config.bn_mode == "batch":
         raise ExportError(
@@ -67,37 +70,22 @@ def refuse_batch_statistics(detector: Any, what: str) -> None:
         )
 
 
-def export_metadata(detector: Any) -> dict[str, Any]:
-    """Everything a consumer needs besides the graph: preprocessing, threshold, statistics."""
+def export_metadata(detector: GANomalyDetector) -> dict[str, Any]:
+    """Everything a consumer needs besides the graph: the model card (preprocessing facts,
+    threshold, statistics, provenance) and the graph's input and outputs."""
     from ganomaly import __version__
 
-    config = detector.config
-    h, w = config.image_hw()
-    card = detector.card_
     return {
+        **detector.model_card(),
         "format": "ganomaly-scorer",
         "ganomaly_version": __version__,
         "input": INPUT_NAME,
         "outputs": list(OUTPUT_NAMES),
-        "image_size": [h, w],
-        "channels": int(detector.channels_),
-        "interpolation": config.interpolation,
-        "value_range": [-1.0, 1.0],
         "preprocessing": PREPROCESSING,
-        "threshold": float(detector.threshold_),
-        "val_median": float(detector.val_median_),
-        "n_val": int(detector.n_val_),
-        "threshold_quantile": detector.threshold_quantile_,
-        "score_metric": config.score_metric,
-        "map_sigma": float(config.map_sigma),
-        "is_anomaly": "score > threshold",
-        "normalized_score": "(score - val_median) / (threshold - val_median)",
-        "data": card.get("data"),
-        "target_class": card.get("target_class"),
     }
 
 
-def _example_input(detector: Any, batch: int = 2) -> torch.Tensor:
+def _example_input(detector: GANomalyDetector, batch: int = 2) -> torch.Tensor:
     h, w = detector.config.image_hw()
     generator = torch.Generator().manual_seed(0)
     return torch.rand(batch, detector.channels_, h, w, generator=generator) * 2.0 - 1.0
@@ -119,7 +107,7 @@ def _atomic_target(out: Path) -> tuple[Path, Path]:
     return out, Path(tmp)
 
 
-def export_onnx(detector: Any, out: Path) -> Path:
+def export_onnx(detector: GANomalyDetector, out: Path) -> Path:
     """Write an ONNX model (dynamo exporter, dynamic batch) with metadata_props."""
     try:
         import onnx
@@ -161,7 +149,7 @@ def export_onnx(detector: Any, out: Path) -> Path:
     return out
 
 
-def export_torchscript(detector: Any, out: Path) -> Path:
+def export_torchscript(detector: GANomalyDetector, out: Path) -> Path:
     """Write a traced TorchScript module; metadata in extra_files['ganomaly.json']."""
     scorer = detector.scorer_.eval()
     out, tmp = _atomic_target(out)
@@ -179,7 +167,7 @@ def export_torchscript(detector: Any, out: Path) -> Path:
     return out
 
 
-def export_pt2(detector: Any, out: Path) -> Path:
+def export_pt2(detector: GANomalyDetector, out: Path) -> Path:
     """Write a `torch.export` program (.pt2, dynamic batch), loadable with torch.export.load."""
     scorer = detector.scorer_.eval()
     out, tmp = _atomic_target(out)
@@ -197,7 +185,7 @@ def export_pt2(detector: Any, out: Path) -> Path:
     return out
 
 
-def export_model(detector: Any, fmt: str, out: str | os.PathLike[str]) -> Path:
+def export_model(detector: GANomalyDetector, fmt: str, out: str | os.PathLike[str]) -> Path:
     """Export a fitted GANomalyDetector; returns the written path.
 
     Example:

@@ -34,8 +34,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ganomaly.config import DEFAULT_MAX_PIXELS
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-DEFAULT_MAX_PIXELS = 50_000_000  # refuse decompression bombs before decoding
+# For messages: "no images (png, jpg, jpeg, ...)" names exactly what is looked for.
+IMAGE_KINDS = ", ".join(suffix[1:] for suffix in IMAGE_SUFFIXES)
 
 
 class ImageError(ValueError):

@@ -17,6 +17,7 @@ see `ganomaly.scoring`) is compared with the masks on one evaluation grid per te
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,22 @@ def upsample_maps(maps: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return tensor[:, 0].numpy()
 
 
+@dataclass
+class PixelEvaluation:
+    """Pixel metrics of a test split, and what the localization figure shows."""
+
+    metrics: dict[str, Any]  # pixel_auroc, pixel_aupro, pixel_grid, n_pixel_images
+    index: np.ndarray  # (M,) the test images evaluated: those with a mask, and the normals
+    grid_maps: np.ndarray  # (M, *grid) their maps on the evaluation grid
+    grid_masks: np.ndarray  # (M, *grid) bool, their masks (all False for normal images)
+
+
 def pixel_evaluation(
     maps: np.ndarray,
     masks: list[Path | None],
     images: list[Any],
     is_abnormal: np.ndarray,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray] | None:
+) -> PixelEvaluation | None:
     """Pixel metrics of test maps against their masks, or None when no image has a mask.
 
     Args:
@@ -82,9 +93,8 @@ def pixel_evaluation(
         is_abnormal: (N,) 0/1 image labels.
 
     Returns:
-        (metrics, index, grid_maps, grid_masks): `pixel_auroc`, `pixel_aupro` (FPR <= 0.3),
-        `pixel_grid` and `n_pixel_images`; the test indices used, and their maps and masks on
-        the evaluation grid (for the localization figure).
+        metrics `pixel_auroc`, `pixel_aupro` (FPR <= 0.3), `pixel_grid` and `n_pixel_images`;
+        the test indices used, and their maps and masks on the evaluation grid.
     """
     if not any(m is not None for m in masks):
         return None
@@ -107,7 +117,7 @@ def pixel_evaluation(
         metrics["pixel_aupro"] = pixel_aupro(grid_maps, grid_masks)
     metrics["pixel_grid"] = list(grid)
     metrics["n_pixel_images"] = int(len(index))
-    return metrics, index, grid_maps, grid_masks
+    return PixelEvaluation(metrics, index, grid_maps, grid_masks)
 
 
 def figure_picks(is_abnormal: np.ndarray, per_kind: int = 3) -> np.ndarray:

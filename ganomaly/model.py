@@ -204,10 +204,23 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def make_networks(
-    image_size: tuple[int, int], channels: int, nz: int, ngf: int, extra_layers: int, seed: int
+    image_size: tuple[int, int],
+    channels: int,
+    nz: int,
+    ngf: int,
+    extra_layers: int,
+    seed: int | None = None,
 ) -> tuple[Generator, Discriminator]:
-    """Build and DCGAN-initialise both networks from one seed (CPU generator, so reproducible)."""
-    torch.manual_seed(seed)
+    """Build and DCGAN-initialise both networks.
+
+    With `seed`, the weights are drawn from a CPU generator seeded with it, and the caller's
+    global RNG state is left as it was; without, they are drawn from torch's global RNG (the
+    estimator seeds it, in a forked state, so D's later re-inits continue the same stream).
+    """
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            return make_networks(image_size, channels, nz, ngf, extra_layers)
     generator = Generator(image_size, nz, channels, ngf, extra_layers)
     discriminator = Discriminator(image_size, channels, ngf, extra_layers)
     generator.apply(dcgan_init)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +20,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from ganomaly.atomic import atomic_path
 from ganomaly.images import first_line
 
 FORMAT = "ganomaly-model"
@@ -47,24 +46,10 @@ def plain(value: Any) -> Any:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`:
-    a crash at any moment leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """torch.save through `atomic_path`: a crash at any moment leaves either the old file or
+    the new one, never half of one."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def safe_load(path: Path, what: str = "model file") -> dict[str, Any]:

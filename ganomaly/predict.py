@@ -16,69 +16,44 @@ import glob
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ganomaly.config import ConfigError
-from ganomaly.images import ImageError, find_images, load_image
+from ganomaly.config import INFERENCE_DEVICE, ConfigError
+
+if TYPE_CHECKING:
+    from ganomaly.detector import FileScore, GANomalyDetector
 
 EXIT_SOME_FAILED = 1
 MAP_VMAX = 1.0  # heat-map colour scale: |x - x_hat| in model units ([-1, 1] images), 0..1
 OVERLAY_MAX_SIDE = 512
 
 
-@dataclass
-class Prediction:
-    """One scored image."""
+def expand_inputs(inputs: Iterable[str]) -> list[Path | tuple[str, str]]:
+    """Files, folders (recursive, sorted) and glob patterns -> image paths in input order,
+    with an (input, reason) pair in place of an input that names no image; a file named
+    twice is listed once."""
+    from ganomaly.images import IMAGE_KINDS, find_images
 
-    path: str
-    score: float
-    normalized_score: float
-    is_anomaly: bool
-    map_path: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "path": self.path,
-            "score": self.score,
-            "normalized_score": self.normalized_score,
-            "is_anomaly": self.is_anomaly,
-        }
-        if self.map_path is not None:
-            row["map"] = self.map_path
-        return row
-
-
-def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (recursive) and glob patterns -> (image paths, [(input, reason)])."""
-    paths: list[Path] = []
-    failed: list[tuple[str, str]] = []
+    entries: list[Path | tuple[str, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = find_images(path)
-            if found:
-                paths.extend(found)
-            else:
-                failed.append((item, "folder holds no images (png, jpg, bmp, tif, webp)"))
+            entries += found or [(item, f"folder holds no images ({IMAGE_KINDS})")]
         elif path.exists():
-            paths.append(path)
+            entries.append(path)
         elif glob.has_magic(item):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             files = [m for m in matches if m.is_file()]
             for folder in (m for m in matches if m.is_dir()):
                 files.extend(find_images(folder))
-            if files:
-                paths.extend(files)
-            else:
-                failed.append((item, "pattern matches no files"))
+            entries += files or [(item, "pattern matches no files")]
         else:
-            failed.append((item, "no such file or folder"))
-    unique = list(dict.fromkeys(paths))  # a file named twice is scored once
-    return unique, failed
+            entries.append((item, "no such file or folder"))
+    return list(dict.fromkeys(entries))
 
 
 # -- heat maps ------------------------------------------------------------------------------
@@ -118,57 +93,53 @@ def _unique_name(folder: Path, stem: str, used: set[str]) -> Path:
 
 # -- scoring ------------------------------------------------------------------------------
 def predict_paths(
-    detector: Any,
+    detector: GANomalyDetector,
     paths: list[Path],
     batch_size: int = 64,
     maps_dir: Path | None = None,
     progress: bool = True,
-) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Score image files in batches -> (predictions in input order, [(path, reason)])."""
-    import torch
+) -> list[FileScore]:
+    """Score image files in batches -> one record per file, in input order (a file that
+    cannot be read gets its `error`); with `maps_dir`, each scored file's overlay is written
+    there and its path kept in `map_path`."""
     from PIL import Image
     from tqdm import tqdm
 
-    predictions: list[Prediction] = []
-    failed: list[tuple[str, str]] = []
+    from ganomaly.images import load_image
+
+    records: list[FileScore] = []
     used_names: set[str] = set()
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr)
-    for start in range(0, len(paths), batch_size):
-        ok_paths, tensors = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                tensors.append(detector.preprocess([path]))
-                ok_paths.append(path)
-            except ImageError as error:
-                failed.append((str(path), str(error).removeprefix(f"{path}: ")))
-        if tensors:
-            scores, normalized, maps = detector._score(
-                torch.cat(tensors), batch_size, with_maps=maps_dir is not None
+    with tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(paths), batch_size):
+            batch = detector.score_files(
+                paths[start : start + batch_size], batch_size, with_maps=maps_dir is not None
             )
-            for i, path in enumerate(ok_paths):
-                map_path = None
-                if maps_dir is not None and maps is not None:
-                    target = _unique_name(maps_dir, path.stem, used_names)
-                    image = load_image(path, 3)
-                    Image.fromarray(overlay_rgb(image, maps[i])).save(target)
-                    map_path = str(target)
-                predictions.append(
-                    Prediction(
-                        str(path), float(scores[i]), float(normalized[i]),
-                        bool(scores[i] > detector.threshold_), map_path,
-                    )
-                )  # fmt: skip
-        bar.update(len(paths[start : start + batch_size]))
-    bar.close()
-    return predictions, failed
+            for record in batch:
+                if maps_dir is not None and record.map is not None:
+                    target = _unique_name(maps_dir, Path(record.path).stem, used_names)
+                    image = load_image(record.path, 3)
+                    Image.fromarray(overlay_rgb(image, record.map)).save(target)
+                    record.map_path = str(target)
+                    record.map = None  # written: no need to keep every map in memory
+            records += batch
+            bar.update(len(batch))
+    return records
 
 
 # -- output -------------------------------------------------------------------------------
-def write_csv(target: str, rows: list[Prediction]) -> None:
-    """CSV with columns path, score, normalized_score, is_anomaly (and map with --maps)."""
-    columns = ["path", "score", "normalized_score", "is_anomaly"]
+CSV_COLUMNS = ("path", "score", "normalized_score", "is_anomaly", "error")
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.9g}"
+
+
+def write_csv(target: str, rows: list[FileScore]) -> None:
+    """CSV with the columns path, score, normalized_score, is_anomaly, error (and map with
+    --maps): one row per input; a failed input has empty scores and its error."""
+    columns = list(CSV_COLUMNS)
     if any(r.map_path for r in rows):
         columns.append("map")
     handle = sys.stdout if target == "-" else open(target, "w", newline="")  # noqa: SIM115
@@ -176,37 +147,66 @@ def write_csv(target: str, rows: list[Prediction]) -> None:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for r in rows:
-            line = [r.path, f"{r.score:.9g}", f"{r.normalized_score:.9g}", int(r.is_anomaly)]
+            verdict = "" if r.is_anomaly is None else int(r.is_anomaly)
+            line = [r.path, _number(r.score), _number(r.normalized_score), verdict, r.error or ""]
             writer.writerow(line + ([r.map_path or ""] if "map" in columns else []))
     finally:
         if handle is not sys.stdout:
             handle.close()
 
 
-def write_json(target: str, rows: list[Prediction], threshold: float) -> None:
-    """{"threshold": t, "results": [{"path", "score", "normalized_score", "is_anomaly"}, ...]}."""
-    text = json.dumps({"threshold": threshold, "results": [r.as_dict() for r in rows]}, indent=1)
+def as_json_row(record: FileScore) -> dict[str, Any]:
+    """A record as JSON: path, score, normalized_score, is_anomaly, error (null when fine),
+    and `map` when an overlay was written."""
+    row: dict[str, Any] = {
+        "path": record.path,
+        "score": record.score,
+        "normalized_score": record.normalized_score,
+        "is_anomaly": record.is_anomaly,
+        "error": record.error,
+    }
+    if record.map_path is not None:
+        row["map"] = record.map_path
+    return row
+
+
+def write_json(target: str, rows: list[FileScore], threshold: float) -> None:
+    """{"threshold": t, "n_errors": k, "results": [row, ...]} (see `as_json_row`)."""
+    n_errors = sum(r.error is not None for r in rows)
+    report = {
+        "threshold": threshold,
+        "n_errors": n_errors,
+        "results": [as_json_row(r) for r in rows],
+    }
+    text = json.dumps(report, indent=1)
     if target == "-":
         print(text)
     else:
         Path(target).write_text(text + "\n")
 
 
-def format_table(rows: list[Prediction], threshold: float) -> str:
-    """A plain-text table for the terminal."""
+def format_table(rows: list[FileScore], threshold: float) -> str:
+    """A plain-text table for the terminal; failed inputs show their error."""
     width = max([len("path"), *(len(r.path) for r in rows)])
     lines = [f"{'path':<{width}}  {'score':>11}  {'normalized':>10}  verdict"]
     for r in rows:
+        if r.error is not None or r.score is None or r.normalized_score is None:
+            lines.append(f"{r.path:<{width}}  {'-':>11}  {'-':>10}  error: {r.error}")
+            continue
         verdict = "ANOMALY" if r.is_anomaly else "normal"
         lines.append(f"{r.path:<{width}}  {r.score:>11.6g}  {r.normalized_score:>10.3f}  {verdict}")
-    n_anomalies = sum(r.is_anomaly for r in rows)
-    lines.append(f"{len(rows)} images, {n_anomalies} anomalies (score > threshold {threshold:.6g})")
+    scored = [r for r in rows if r.error is None]
+    n_anomalies = sum(bool(r.is_anomaly) for r in scored)
+    summary = f"{len(scored)} images, {n_anomalies} anomalies (score > threshold {threshold:.6g})"
+    failed = len(rows) - len(scored)
+    lines.append(summary + (f"; {failed} could not be scored" if failed else ""))
     return "\n".join(lines)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Handler of `ganomaly predict`."""
-    from ganomaly.detector import GANomalyDetector
+    from ganomaly.detector import FileScore, GANomalyDetector
+    from ganomaly.images import ImageError
 
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -214,24 +214,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if target and target != "-" and Path(target).is_dir():
             raise ConfigError(f"{option} {target}: is a directory; give a file name")
     detector = GANomalyDetector.load(args.model, device=args.device)
-    paths, failed = expand_inputs(args.paths)
+    entries = expand_inputs(args.paths)
     maps_dir = Path(args.maps) if args.maps else None
-    predictions, unreadable = predict_paths(
-        detector, paths, args.batch_size, maps_dir, progress=args.progress
-    )
-    failed += unreadable
-    for item, reason in failed:
-        print(f"ganomaly: warning: {item}: {reason}", file=sys.stderr)
+    paths = [entry for entry in entries if isinstance(entry, Path)]
+    scored = iter(predict_paths(detector, paths, args.batch_size, maps_dir, args.progress))
+    records = [
+        next(scored) if isinstance(entry, Path) else FileScore(entry[0], error=entry[1])
+        for entry in entries
+    ]
+    bad = [r for r in records if r.error is not None]
+    for record in bad:
+        print(f"ganomaly: warning: {record.path}: {record.error}", file=sys.stderr)
     if args.csv:
-        write_csv(args.csv, predictions)
+        write_csv(args.csv, records)
     if args.json:
-        write_json(args.json, predictions, detector.threshold_)
+        write_json(args.json, records, detector.threshold_)
     if "-" not in (args.csv, args.json):
-        print(format_table(predictions, detector.threshold_))
-    if not predictions:
-        raise ImageError(f"no image could be scored ({len(failed)} input(s) failed)")
-    if failed:
-        print(f"ganomaly: {len(failed)} input(s) could not be scored", file=sys.stderr)
+        print(format_table(records, detector.threshold_))
+    if len(bad) == len(records):
+        raise ImageError(f"no image could be scored ({len(bad)} input(s) failed)")
+    if bad:
+        print(f"ganomaly: {len(bad)} input(s) could not be scored", file=sys.stderr)
         return EXIT_SOME_FAILED
     return 0
 
@@ -251,7 +254,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", metavar="FILE", help="write results as JSON ('-' = stdout)")
     parser.add_argument("--maps", metavar="DIR", help="write anomaly-map overlays (PNG) here")
     parser.add_argument("--batch-size", type=int, default=64, help="scoring batch size")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--device",
+        default=INFERENCE_DEVICE,
+        help=f"cpu, cuda or cuda:N (default: {INFERENCE_DEVICE})",
+    )
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )

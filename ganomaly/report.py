@@ -17,11 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import numbers
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
+
+from ganomaly.atomic import atomic_write_text
 
 __all__ = ["write_report"]
 
@@ -129,6 +130,7 @@ def write_report(
     metrics: Mapping[str, Any],
     config: Mapping[str, Any],
     figures: Sequence[tuple[str, str]],
+    card: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
@@ -139,6 +141,7 @@ def write_report(
         config: the run's configuration; ``data``, ``protocol`` and ``target_class`` (top
             level, or the first nested key of that name) make up the title.
         figures: ``(path relative to run_dir, caption)`` pairs, shown in this order.
+        card: the model card (``GANomalyDetector.model_card()``), shown as its own table.
 
     The file is written to a temporary name and renamed, so a crash never leaves a
     half-written report over a previous one.
@@ -170,6 +173,7 @@ def write_report(
 <div class="figures">
 {figure_html or '<p class="sub">No figures.</p>'}
 </div>
+{f"<h2>Model</h2>{chr(10)}{_table(list(_flatten(card)))}" if card else ""}
 <h2>Configuration</h2>
 {_table(list(_flatten(config)))}
 <footer>Scores are raw (higher = more abnormal); an image is flagged when its score is above
@@ -179,8 +183,4 @@ the test set. Figures are linked from this directory.</footer>
 </body>
 </html>
 """
-    path = run_dir / "report.html"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(run_dir / "report.html", page)

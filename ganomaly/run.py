@@ -13,9 +13,9 @@ import json
 import signal
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,20 @@ import torch
 import yaml
 
 from ganomaly import distributed
+from ganomaly.atomic import atomic_path, atomic_write_text
 from ganomaly.checkpoint import load_latest_checkpoint, save_checkpoint
-from ganomaly.config import ConfigError, RunConfig, detector_part, from_dict, read_settings
+from ganomaly.config import (
+    INFERENCE_DEVICE,
+    ConfigError,
+    RunConfig,
+    detector_part,
+    from_dict,
+    read_settings,
+)
 from ganomaly.data import DataError, DataSplit, load_split, resolve_protocol
-from ganomaly.detector import GANomalyDetector, load_images
+from ganomaly.detector import GANomalyDetector, Scores
 from ganomaly.images import to_display
+from ganomaly.localization import PixelEvaluation
 from ganomaly.training import HISTORY_COLUMNS, TrainState
 
 SCORE_COLUMNS = ("path", "class", "label", "score", "normalized_score", "is_anomaly")
@@ -85,7 +94,7 @@ def prepare_out_dir(out: str | None, overwrite: bool) -> Path:
 
 
 def write_config(path: Path, config: RunConfig) -> None:
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -93,13 +102,11 @@ def read_config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = from_dict(RunConfig, read_settings(path, str(path)))
-    config.image_size = str(config.image_size)
-    return config
+    return from_dict(RunConfig, read_settings(path, str(path)))
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    with path.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in history:
@@ -108,15 +115,16 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
             )
 
 
-def write_scores(path: Path, split: DataSplit, result: dict[str, np.ndarray]) -> None:
-    with path.open("w", newline="") as handle:
+def write_scores(path: Path, split: DataSplit, scores: Scores) -> None:
+    """scores.csv: one row per test image, in the split's order."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(SCORE_COLUMNS)
         for i, test_id in enumerate(split.test_ids):
             writer.writerow([
                 test_id, split.test_classes[i], int(split.test_is_abnormal[i]),
-                f"{result['score'][i]:.8g}", f"{result['normalized_score'][i]:.8g}",
-                int(result["is_anomaly"][i]),
+                f"{scores.score[i]:.8g}", f"{scores.normalized_score[i]:.8g}",
+                int(scores.is_anomaly[i]),
             ])  # fmt: skip
 
 
@@ -151,46 +159,30 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     (run_dir / "figures").mkdir(exist_ok=True)
     config.protocol = protocol
     write_config(run_dir / "config.yaml", config)
-    (run_dir / "data.json").write_text(json.dumps(data_record(split), indent=1))
+    atomic_write_text(run_dir / "data.json", json.dumps(data_record(split), indent=1))
 
     def on_epoch(state: TrainState) -> None:
         save_checkpoint(run_dir, state)
         write_history(run_dir / "history.csv", state.history)
 
-    started = time.perf_counter()
     detector = GANomalyDetector(**dataclasses.asdict(detector_part(config)))
     with stop_on_interrupt() as stop_requested:
         detector.fit(
             split.train, on_epoch=on_epoch, resume=checkpoint, stop_requested=stop_requested
         )
     distributed.teardown()  # the rest is rank 0's alone
-    threshold_from = "validation normals held out of train (quantile)"
     if split.val is not None and split.val_is_abnormal is not None:
-        threshold_from = fit_labelled_threshold(detector, split.val, split.val_is_abnormal)
-    train_seconds = time.perf_counter() - started
-    history = detector.history_
-    epoch_seconds = sum(row["seconds"] for row in history)
-    n_images = sum(row["images_per_second"] * row["seconds"] for row in history)
-    training = {
-        "train_seconds": round(train_seconds, 3),
-        "train_images_per_second": round(n_images / epoch_seconds, 2) if epoch_seconds else 0.0,
-        "n_train": len(detector.train_index_),
-        "n_val": detector.n_val_,
-        "d_reinits": int(sum(row["d_reinits"] for row in history)),
-        "threshold_from": threshold_from,
-    }
-    detector.card_ = {
-        "data": config.data,
-        "protocol": protocol,
-        "target_class": config.target_class,
-        "data_source": split.data_source,
-        "normal_classes": split.normal_classes,
-        "history": history,
-        **training,
-    }
-    write_history(run_dir / "history.csv", history)
-    metrics = evaluate_split(run_dir, detector, split, config, training)
-    detector.card_["metrics"] = {k: metrics[k] for k in ("auroc", "aupr", "f1") if k in metrics}
+        detector.refit_threshold(split.val, split.val_is_abnormal)
+    detector.annotate(
+        data=config.data,
+        protocol=protocol,
+        target_class=config.target_class,
+        data_source=split.data_source,
+        normal_classes=split.normal_classes,
+    )
+    write_history(run_dir / "history.csv", detector.history_)
+    metrics = evaluate_split(run_dir, detector, split, config)
+    detector.annotate(metrics={k: metrics[k] for k in ("auroc", "aupr", "f1") if k in metrics})
     detector.save(run_dir / "model.pt")
     return metrics
 
@@ -208,68 +200,33 @@ def _train_other_rank(config: RunConfig, resume: bool) -> dict[str, Any]:
     return {}
 
 
-def fit_labelled_threshold(
-    detector: GANomalyDetector, files: list[Path], is_abnormal: np.ndarray
-) -> str:
-    """Refit normalisation and threshold on a labelled validation set (--val-dir).
+@dataclass
+class TestScores:
+    """A test split scored by a model."""
 
-    The median comes from its normal images. With defects in it, the threshold is the one that
-    maximises F1 on it (flagged = score > threshold): a few known defects say more about where
-    to cut than a quantile of normals. Without defects, or with a fixed --threshold, the usual
-    rule applies to its normal images. Returns a note for metrics.json.
-    """
-    from ganomaly.metrics import image_metrics
-    from ganomaly.scoring import fit_threshold
-
-    config = detector.config
-    scores = detector._score(detector.preprocess(files))[0]
-    fit = fit_threshold(scores[is_abnormal == 0], config.threshold_quantile, config.threshold)
-    threshold, quantile = fit.threshold, fit.quantile
-    n_defects = int(is_abnormal.sum())
-    note = f"--val-dir: {fit.n_val} normal images (quantile {quantile})"
-    if n_defects and config.threshold is None:
-        best = image_metrics(is_abnormal, scores, fit.threshold)["best_f1_oracle_threshold"]
-        assert best is not None  # both kinds of image are present
-        threshold, quantile = float(best), None
-        note = f"--val-dir: best F1 over {fit.n_val} normal and {n_defects} defect images"
-    elif config.threshold is not None:
-        note = "fixed --threshold; median from --val-dir normal images"
-    detector.threshold_, detector.val_median_ = threshold, fit.median
-    detector.n_val_, detector.threshold_quantile_ = fit.n_val, quantile
-    detector.val_scores_ = scores[is_abnormal == 0]
-    detector.scorer_ = detector._make_scorer()
-    return note
+    images: torch.Tensor  # (N, C, H, W) preprocessed, model space
+    labels: np.ndarray  # (N,) 1 = abnormal
+    scores: Scores
 
 
-def evaluate_split(
-    run_dir: Path,
-    detector: GANomalyDetector,
-    split: DataSplit,
-    config: RunConfig,
-    training: dict[str, Any],
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    """Score the test split; write scores.csv, metrics.json, figures and report.html."""
-    from ganomaly import figures
-    from ganomaly.localization import figure_picks, pixel_evaluation
-    from ganomaly.metrics import image_metrics
-    from ganomaly.report import write_report
-
-    model_config = detector.config
-    images = load_images(
-        split.test, model_config.image_hw(), detector.channels_, model_config.interpolation,
-        model_config.max_pixels,
-    )  # fmt: skip
+def score_split(detector: GANomalyDetector, split: DataSplit, batch_size: int) -> TestScores:
+    """Preprocess and score a split's test images (with maps when it has masks)."""
+    images = detector.preprocess(split.test)
     with_maps = any(m is not None for m in split.test_masks)
-    scores, normalized, maps = detector._score(images, batch_size, with_maps=with_maps)
-    result = {
-        "score": scores,
-        "normalized_score": normalized,
-        "is_anomaly": scores > detector.threshold_,
-    }
-    write_scores(run_dir / "scores.csv", split, result)
-    labels = split.test_is_abnormal
-    metrics: dict[str, Any] = image_metrics(labels, scores, detector.threshold_)
+    scores = detector.score_preprocessed(images, batch_size, with_maps=with_maps)
+    return TestScores(images, split.test_is_abnormal, scores)
+
+
+def split_metrics(
+    detector: GANomalyDetector, split: DataSplit, config: RunConfig, test: TestScores
+) -> tuple[dict[str, Any], PixelEvaluation | None]:
+    """metrics.json's content: image metrics at the saved threshold, the run's settings and
+    training facts, and pixel metrics when the split has masks."""
+    from ganomaly.localization import pixel_evaluation
+    from ganomaly.metrics import image_metrics
+
+    card = detector.model_card()
+    metrics: dict[str, Any] = image_metrics(test.labels, test.scores.score, detector.threshold_)
     metrics.update(
         threshold=detector.threshold_,
         threshold_quantile=detector.threshold_quantile_,
@@ -281,48 +238,78 @@ def evaluate_split(
         epochs=config.epochs,
         seed=config.seed,
         split_seed=config.split_seed,
-        score_metric=model_config.score_metric,
-        bn_mode=model_config.bn_mode,
-        **training,
+        score_metric=card["score_metric"],
+        bn_mode=card["bn_mode"],
+        n_val=detector.n_val_,
+        threshold_from=detector.threshold_from_,
+        **card["training"],
     )
     metrics["best_f1_oracle_note"] = "oracle: best F1 over all thresholds on the test labels"
-    pixel = None if maps is None else pixel_evaluation(maps, split.test_masks, split.test, labels)
+    pixel = None
+    if test.scores.maps is not None:
+        pixel = pixel_evaluation(test.scores.maps, split.test_masks, split.test, test.labels)
     if pixel is not None:
-        metrics.update(pixel[0])
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        metrics.update(pixel.metrics)
+    return metrics, pixel
 
-    fig_dir = run_dir / "figures"
+
+def draw_figures(
+    fig_dir: Path,
+    detector: GANomalyDetector,
+    split: DataSplit,
+    test: TestScores,
+    pixel: PixelEvaluation | None,
+) -> None:
+    """The run's figures: loss curves, restorations, score plots, outcomes, localization."""
+    from ganomaly import figures
+    from ganomaly.localization import figure_picks
+
     fig_dir.mkdir(exist_ok=True)
-    history = detector.history_
-    if history:
-        figures.loss_curves(history, fig_dir / "loss_curves.png")
+    scores, labels, threshold = test.scores.score, test.labels, detector.threshold_
+    if detector.history_:
+        figures.loss_curves(detector.history_, fig_dir / "loss_curves.png")
     pick = _restoration_picks(labels, scores)
-    with torch.inference_mode():
-        detector.generator_.eval()
-        device = next(detector.generator_.parameters()).device
-        x_hat = detector.generator_(images[pick].to(device))[0]
+    x = test.images[pick]
     figures.restoration_grid(
-        to_display(images[pick]), to_display(x_hat), fig_dir / "restoration.png"
-    )
+        to_display(x), to_display(detector.reconstruct_preprocessed(x)),
+        fig_dir / "restoration.png",
+    )  # fmt: skip
     figures.score_boxplot(
-        scores, split.test_classes, set(split.normal_classes), detector.threshold_,
+        scores, split.test_classes, set(split.normal_classes), threshold,
         fig_dir / "score_boxplot.png",
     )  # fmt: skip
-    figures.score_histogram(scores, labels, detector.threshold_, fig_dir / "score_histogram.png")
+    figures.score_histogram(scores, labels, threshold, fig_dir / "score_histogram.png")
     figures.roc_curve_plot(labels, scores, fig_dir / "roc.png")
     figures.pr_curve_plot(labels, scores, fig_dir / "pr.png")
     figures.outcome_galleries(
-        to_display(images), labels, result["is_anomaly"], scores, fig_dir / "outcomes.png"
-    )
+        to_display(test.images), labels, test.scores.is_anomaly, scores,
+        fig_dir / "outcomes.png",
+    )  # fmt: skip
     if pixel is not None:
-        _, index, grid_maps, grid_masks = pixel
-        picked = figure_picks(labels[index])
+        picked = figure_picks(labels[pixel.index])
         figures.localization_figure(
-            to_display(images[index[picked]]), grid_maps[picked], grid_masks[picked],
-            fig_dir / "localization.png", n=len(picked),
+            to_display(test.images[pixel.index[picked]]), pixel.grid_maps[picked],
+            pixel.grid_masks[picked], fig_dir / "localization.png", n=len(picked),
         )  # fmt: skip
+
+
+def evaluate_split(
+    run_dir: Path,
+    detector: GANomalyDetector,
+    split: DataSplit,
+    config: RunConfig,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Score the test split; write scores.csv, metrics.json, figures and report.html."""
+    from ganomaly.report import write_report
+
+    test = score_split(detector, split, batch_size)
+    write_scores(run_dir / "scores.csv", split, test.scores)
+    metrics, pixel = split_metrics(detector, split, config, test)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+    draw_figures(run_dir / "figures", detector, split, test, pixel)
     shown = [f for f in FIGURES if (run_dir / f[0]).exists()]
-    write_report(run_dir, metrics, dataclasses.asdict(config), shown)
+    write_report(run_dir, metrics, dataclasses.asdict(config), shown, detector.model_card())
     return metrics
 
 
@@ -344,6 +331,7 @@ def evaluate_run(
     data: dict[str, Any] | None = None,
     out: str | None = None,
     overwrite: bool = False,
+    device: str = INFERENCE_DEVICE,
 ) -> dict[str, Any]:
     """Re-score a run's test split with its saved model; refuse data that does not match.
 
@@ -352,9 +340,7 @@ def evaluate_run(
     report to `out`, leaving the run directory untouched.
     """
     config = read_config(run_dir)
-    detector = GANomalyDetector.load(
-        run_dir, device="cpu" if config.device == "auto" else config.device
-    )
+    detector = GANomalyDetector.load(run_dir, device=device)
     if data:
         if not out:
             raise ConfigError("evaluating on other data needs --out DIR for the new report")
@@ -368,9 +354,9 @@ def evaluate_run(
         config.validate()
         split = load_split(config)
         report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / "data.json").write_text(json.dumps(data_record(split), indent=1))
+        atomic_write_text(report_dir / "data.json", json.dumps(data_record(split), indent=1))
         write_config(report_dir / "config.yaml", config)
-        return evaluate_split(report_dir, detector, split, config, {}, batch_size)
+        return evaluate_split(report_dir, detector, split, config, batch_size)
     split = load_split(config)
     record_path = run_dir / "data.json"
     if record_path.is_file():
@@ -382,16 +368,7 @@ def evaluate_run(
             )
         if record.get("test_ids") != split.test_ids:
             raise DataError("the test split differs from the run's recorded test ids")
-    previous = run_dir / "metrics.json"
-    training = {}
-    if previous.is_file():
-        old = json.loads(previous.read_text())
-        keys = (
-            "train_seconds", "train_images_per_second", "n_train", "n_val", "d_reinits",
-            "threshold_from",
-        )  # fmt: skip
-        training = {k: old[k] for k in keys if k in old}
-    return evaluate_split(run_dir, detector, split, config, training, batch_size)
+    return evaluate_split(run_dir, detector, split, config, batch_size)
 
 
 def summary_line(metrics: dict[str, Any], run_dir: Path) -> str:

@@ -20,9 +20,10 @@ ganomaly/distributed.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +47,6 @@ PRECISE_BN_IMAGES = 8192  # enough for stable statistics; bounds the cost on lar
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
-
-
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for parameter in module.parameters():
-        parameter.requires_grad_(flag)
 
 
 @dataclass
@@ -103,13 +99,25 @@ def use_channels_last(state: TrainState) -> None:
 
 
 def prepare_training(state: TrainState, images: Tensor) -> Tensor:
-    """The layout and kernel settings every training run uses (`train`, and the bench that
-    measures it): networks and images in channels_last; on CUDA, cuDNN picks the fastest
-    kernels for the fixed shapes once. Returns the images in that layout."""
+    """The layout every training run uses (`train`, and the bench that measures it):
+    networks and images in channels_last. Returns the images in that layout."""
     use_channels_last(state)
-    if images.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     return images.contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """On CUDA, cuDNN benchmarks its kernels once for the fixed training shapes and keeps the
+    fastest; the process's own cudnn.benchmark setting is restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
@@ -119,6 +127,14 @@ def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
     (as the reference's D(x_hat.detach()) would give); the two backward passes say which
     network each loss trains (`inputs=`), and autograd computes only the gradients on the way
     to those: L_G puts no gradient into D, L_D none into G.
+
+    `retain_graph=True` on the first backward: both losses share the graph of D's passes,
+    which the second backward walks again. D's step must wait until both backward passes are
+    done, since both go through D's weights as they were in the forward pass (optimizer steps
+    change parameters in place, and autograd refuses a graph whose saved tensors changed).
+    G's step could come before L_D's backward without changing a number (L_D depends on x_hat
+    as computed, not on G's weights); the two steps simply come together at the end. The
+    result equals the reference's G step then D step (tests/test_fast_paths.py).
     """
     if state.ddp:
         return _ddp_train_step(state, x, state.ddp)
@@ -150,9 +166,9 @@ def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -
     with autocast(x.device):
         x_hat, z, z_hat = ddp.generator(x)
         features_real = discriminator.features(x)
-        _set_requires_grad(discriminator, False)
+        discriminator.requires_grad_(False)
         features_fake = discriminator.features(x_hat)
-        _set_requires_grad(discriminator, True)
+        discriminator.requires_grad_(True)
         g = generator_losses(x, x_hat, z, z_hat, features_real.detach(), features_fake, *weights)
     state.optimizer_g.zero_grad(set_to_none=True)
     g.l_g.backward()
@@ -314,6 +330,24 @@ def train(
     images = prepare_training(state, images)  # before DDP: its buckets take the layout
     state.ddp = distributed.wrap(state.generator, state.discriminator)  # torchrun only
     batch_size = min(config.batch_size, len(images) // distributed.world_size())
+    with cudnn_autotune(images.device):
+        _train_epochs(state, images, batch_size, score_val, on_epoch, stop_requested)
+    if state.ddp is not None:  # back to plain modules, so the model scores alone
+        state.ddp = None
+        distributed.revert_sync_batchnorm(state.generator)
+        distributed.revert_sync_batchnorm(state.discriminator)
+    return state.history
+
+
+def _train_epochs(
+    state: TrainState,
+    images: Tensor,
+    batch_size: int,
+    score_val: Callable[[], np.ndarray],
+    on_epoch: StepHook | None,
+    stop_requested: Callable[[], bool] | None,
+) -> None:
+    config = state.config
     while state.epoch < config.epochs:
         row = run_epoch(state, images, batch_size, config.progress, on_epoch, stop_requested)
         if config.precise_bn:
@@ -333,8 +367,3 @@ def train(
             on_epoch(state)
         if stop_requested is not None and stop_requested() and state.epoch < config.epochs:
             raise TrainingInterrupted(f"stopped after epoch {state.epoch}")
-    if state.ddp is not None:  # back to plain modules, so the model scores alone
-        state.ddp = None
-        distributed.revert_sync_batchnorm(state.generator)
-        distributed.revert_sync_batchnorm(state.discriminator)
-    return state.history

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from tests._trained import trained_run
 
-TINY = ["--ngf", "8", "--nz", "16", "--image-size", "16", "--epochs", "2", "--no-progress"]
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -20,23 +20,5 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory trained on scikit-learn's digits (class 0 normal), tiny model."""
-    from ganomaly.cli import main
-
-    out = tmp_path_factory.mktemp("runs") / "digits0"
-    code = main(
-        [
-            "train",
-            "--data",
-            "digits",
-            "--normal-class",
-            "0",
-            "--seed",
-            "3",
-            "--out",
-            str(out),
-            *TINY,
-        ]
-    )
-    assert code == 0
-    return out
+    """The session's one trained run (tests/_trained.py): digits class 0, tiny model."""
+    return trained_run(tmp_path_factory)

@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-TINY = ["--ngf", "4", "--nz", "8", "--image-size", "16", "--epochs", "1", "--no-progress"]
-
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """IDX by hand: magic (0, 0, ubyte 0x08, ndim), big-endian sizes, raw data."""

@@ -20,8 +20,8 @@ from ganomaly.data.mnist import load_idx_dataset
 from ganomaly.detector import GANomalyDetector
 from ganomaly.images import load_image
 from ganomaly.metrics import image_metrics
+from tests._trained import FASTEST
 from tests.synthetic_data import (
-    TINY,
     class_images,
     write_cifar_folder,
     write_cifar_tarball,
@@ -45,7 +45,7 @@ def test_fashion_mnist_idx_gzip_trains_at_a_non_power_of_two_size(tmp_path):
     write_idx_dataset(tmp_path / "fm")
     out = tmp_path / "run"
     args = ["--data", "fashion-mnist", "--data-dir", str(tmp_path / "fm"), "--normal-class", "3"]
-    assert main(["train", *args, *TINY, "--image-size", "48", "--out", str(out)]) == 0
+    assert main(["train", *args, *FASTEST, "--image-size", "48", "--out", str(out)]) == 0
     metrics = metrics_of(out)
     assert metrics["data_source"] == "idx:fashion-mnist"
     assert (metrics["n_test"], metrics["n_test_abnormal"]) == (100, 90)
@@ -84,7 +84,7 @@ def test_cifar_end_to_end_keeps_three_channels(tmp_path):
     write_cifar_folder(tmp_path / "c")
     out = tmp_path / "run"
     args = ["--data", "cifar10", "--data-dir", str(tmp_path / "c"), "--anomaly-class", "2"]
-    assert main(["train", *args, *TINY, "--out", str(out)]) == 0
+    assert main(["train", *args, *FASTEST, "--out", str(out)]) == 0
     assert torch.load(out / "model.pt", weights_only=True)["channels"] == 3
     assert (metrics_of(out)["n_test"], metrics_of(out)["n_test_abnormal"]) == (80, 8)
 
@@ -122,7 +122,7 @@ def mvtec_root(tmp_path_factory) -> Path:
 def mvtec_run(mvtec_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "widget"
     args = ["--data", "mvtec", "--data-dir", str(mvtec_root), "--category", "widget"]
-    assert main(["train", *args, *TINY, "--out", str(out)]) == 0
+    assert main(["train", *args, *FASTEST, "--out", str(out)]) == 0
     return out
 
 
@@ -204,7 +204,7 @@ def test_every_image_mode_converts_to_the_same_grey_values(user_folder):
 def test_user_folder_non_square_size_trains_and_scores(user_folder, tmp_path):
     out = tmp_path / "run"
     args = ["--data", "folder", "--data-dir", str(user_folder), "--channels", "1"]
-    assert main(["train", *args, *TINY, "--image-size", "100x60", "--out", str(out)]) == 0
+    assert main(["train", *args, *FASTEST, "--image-size", "100x60", "--out", str(out)]) == 0
     metrics = metrics_of(out)
     assert (metrics["n_test"], metrics["n_test_abnormal"]) == (10, 4)
     assert "pixel_auroc" not in metrics  # no ground_truth/ folder: no pixel metrics
@@ -229,9 +229,9 @@ def test_val_dir_with_defects_sets_the_best_f1_threshold(user_folder, tmp_path):
             Image.fromarray(image).save(val / kind / f"{i}.png")
     out = tmp_path / "run"
     args = ["--data", "folder", "--data-dir", str(user_folder), "--val-dir", str(val)]
-    assert main(["train", *args, *TINY, "--channels", "1", "--out", str(out)]) == 0
+    assert main(["train", *args, *FASTEST, "--channels", "1", "--out", str(out)]) == 0
     metrics = metrics_of(out)
-    assert metrics["threshold_from"] == "--val-dir: best F1 over 5 normal and 3 defect images"
+    assert metrics["threshold_from"] == "labelled set: best F1 over 5 normal and 3 defect images"
     assert metrics["n_val"] == 5 and metrics["threshold_quantile"] is None
     detector = GANomalyDetector.load(out)
     files = sorted((val / "good").iterdir()) + sorted((val / "dent").iterdir())
@@ -251,7 +251,7 @@ def test_val_dir_sharing_a_test_image_is_refused(user_folder, tmp_path, capsys):
         "--val-dir",
         str(user_folder / "test"),
     ]
-    assert main(["train", *args, *TINY, "--out", str(tmp_path / "run")]) == 2
+    assert main(["train", *args, *FASTEST, "--out", str(tmp_path / "run")]) == 2
     assert "is also a test image; keep them apart" in capsys.readouterr().err
 
 

@@ -200,3 +200,40 @@ def test_batch_statistics_scoring_equals_plain_train_mode_batches() -> None:
     np.testing.assert_allclose(scores, torch.cat(expected).numpy(), rtol=1e-5, atol=1e-9)
     after = generator.state_dict()
     assert all(torch.equal(after[k], v) for k, v in stored.items())  # statistics untouched
+
+
+def test_the_ddp_step_equals_the_plain_step(tmp_path) -> None:
+    """`_ddp_train_step` (through DistributedDataParallel, in a 1-process gloo group) and the
+    plain `train_step`, from the same state on the same batch: same losses, gradients and
+    parameters."""
+    import torch.distributed as dist
+
+    from ganomaly.distributed import DDPModules, DiscriminatorPasses
+
+    plain = fast_state(3)
+    ddp = fast_state(3)
+    x = torch.rand(BATCH, 1, *SIZE, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    x = x.contiguous(memory_format=torch.channels_last)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        ddp.ddp = DDPModules(
+            generator=nn.parallel.DistributedDataParallel(ddp.generator),
+            discriminator_passes=nn.parallel.DistributedDataParallel(
+                DiscriminatorPasses(ddp.discriminator)
+            ),
+        )
+        ddp_losses = train_step(ddp, x)
+    finally:
+        dist.destroy_process_group()
+    plain_losses = train_step(plain, x)
+    for name, value in plain_losses.items():
+        close(ddp_losses[name], value, 1e-4, name)
+    expected = all_parameters(plain.generator, plain.discriminator)
+    for name, parameter in all_parameters(ddp.generator, ddp.discriminator).items():
+        reference = expected[name]
+        assert parameter.grad is not None and reference.grad is not None, name
+        scale = reference.grad.abs().max().item()
+        close(parameter.grad, reference.grad, 1e-4, f"gradient of {name}", 1e-4 * scale)
+        step_rounding = LR * (parameter.grad - reference.grad).abs() / ADAM_EPS
+        error = (parameter.detach() - reference.detach()).abs()
+        assert (error <= 1e-4 * reference.detach().abs() + step_rounding + 1e-7).all(), name

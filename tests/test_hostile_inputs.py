@@ -35,8 +35,8 @@ from ganomaly.data.folders import load_mvtec
 from ganomaly.data.idx import read_idx
 from ganomaly.detector import GANomalyDetector
 from ganomaly.images import ImageError, find_images, load_image, preprocess
+from tests._trained import FASTEST
 from tests.synthetic_data import (
-    TINY,
     idx_bytes,
     write_idx_dataset,
     write_mvtec_category,
@@ -331,7 +331,7 @@ def messy_copy(clean: Path, target: Path) -> tuple[Path, dict[str, str]]:
 def test_folder_with_bad_files_stops_and_lists_every_one(clean_folder, tmp_path, capsys):
     root, bad = messy_copy(clean_folder, tmp_path / "data")
     out = tmp_path / "run"
-    argv = ["train", "--data", "folder", "--data-dir", str(root), *TINY, "--out", str(out)]
+    argv = ["train", "--data", "folder", "--data-dir", str(root), *FASTEST, "--out", str(out)]
     assert finishes(lambda: main(argv), 60) == 2  # the FIFO neither blocks listing nor hashing
     error = last_error(capsys)
     first, *listed = error.splitlines()
@@ -348,7 +348,7 @@ def test_folder_with_bad_files_stops_and_lists_every_one(clean_folder, tmp_path,
 def test_skip_bad_leaves_them_out_with_a_count(clean_folder, tmp_path, capsys):
     root, bad = messy_copy(clean_folder, tmp_path / "data")
     out = tmp_path / "run"
-    argv = ["train", "--data", "folder", "--data-dir", str(root), "--skip-bad", *TINY]
+    argv = ["train", "--data", "folder", "--data-dir", str(root), "--skip-bad", *FASTEST]
     # In a real process the CLI prints the warning as "ganomaly: warning: ..." on stderr;
     # in-process, pytest records it.
     with pytest.warns(UserWarning, match="--skip-bad: left out 6 unusable images of ") as caught:
@@ -365,10 +365,11 @@ def test_skip_bad_leaves_them_out_with_a_count(clean_folder, tmp_path, capsys):
 def test_empty_train_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "data" / "train").mkdir(parents=True)
     (tmp_path / "data" / "test" / "good").mkdir(parents=True)
-    argv = ["train", "--data", "folder", "--data-dir", str(tmp_path / "data"), *TINY]
+    argv = ["train", "--data", "folder", "--data-dir", str(tmp_path / "data"), *FASTEST]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert last_error(capsys) == (
-        f"ganomaly: error: {tmp_path / 'data' / 'train'}: no training images (png, jpg, bmp, tif)\n"
+        f"ganomaly: error: {tmp_path / 'data' / 'train'}: no training images "
+        "(png, jpg, jpeg, bmp, tif, tiff, webp)\n"
     )
 
 
@@ -378,7 +379,7 @@ def test_too_few_training_images_is_a_clear_error(tmp_path, capsys):
         (root / folder).mkdir(parents=True)
         for i in range(n):
             noise().save(root / folder / f"{i}.png")
-    argv = ["train", "--data", "folder", "--data-dir", str(root), *TINY]
+    argv = ["train", "--data", "folder", "--data-dir", str(root), *FASTEST]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert last_error(capsys) == (
         "ganomaly: error: 2 normal images are too few to hold out 1 for validation\n"
@@ -391,7 +392,7 @@ def test_skip_bad_with_no_good_training_image_left(tmp_path, capsys):
     (root / "train" / "a.png").write_bytes(b"")
     (root / "test" / "good").mkdir(parents=True)
     noise().save(root / "test" / "good" / "ok.png")
-    argv = ["train", "--data", "folder", "--data-dir", str(root), "--skip-bad", *TINY]
+    argv = ["train", "--data", "folder", "--data-dir", str(root), "--skip-bad", *FASTEST]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert f"ganomaly: error: {root / 'train'}: no readable training images (1 left out)" in (
         last_error(capsys)
@@ -399,7 +400,7 @@ def test_skip_bad_with_no_good_training_image_left(tmp_path, capsys):
 
 
 def test_max_pixels_flag_applies_to_folder_data(clean_folder, tmp_path, capsys):
-    argv = ["train", "--data", "folder", "--data-dir", str(clean_folder), *TINY]
+    argv = ["train", "--data", "folder", "--data-dir", str(clean_folder), *FASTEST]
     assert main([*argv, "--max-pixels", "1000", "--out", str(tmp_path / "run")]) == 2
     error = last_error(capsys)
     assert "42 unusable images" in error  # 32 train + 10 test, every one 30x36 = 1080 pixels
@@ -421,7 +422,7 @@ def test_bad_file_in_val_dir_is_listed(clean_folder, tmp_path, capsys):
     noise().save(val / "good" / "ok.png")
     (val / "good" / "bad.png").write_bytes(b"")
     argv = ["train", "--data", "folder", "--data-dir", str(clean_folder), "--val-dir", str(val)]
-    assert main([*argv, *TINY, "--out", str(tmp_path / "run")]) == 2
+    assert main([*argv, *FASTEST, "--out", str(tmp_path / "run")]) == 2
     assert last_error(capsys).splitlines()[1:] == [f"  {val / 'good' / 'bad.png'}: empty file"]
 
 
@@ -504,7 +505,7 @@ def test_idx_label_and_image_count_mismatch(tmp_path, monkeypatch, capsys, isola
     labels = tmp_path / "fmnist" / "train-labels-idx1-ubyte.gz"
     labels.write_bytes(gzip.compress(idx_bytes(np.arange(29) % 10)))
     argv = ["train", "--data", "fashion-mnist", "--data-dir", str(tmp_path / "fmnist")]
-    assert main([*argv, "--normal-class", "1", *TINY, "--out", str(tmp_path / "run")]) == 2
+    assert main([*argv, "--normal-class", "1", *FASTEST, "--out", str(tmp_path / "run")]) == 2
     image_file = tmp_path / "fmnist" / "train-images-idx3-ubyte.gz"
     assert last_error(capsys) == f"ganomaly: error: {image_file}: 30 images but 29 labels\n"
 

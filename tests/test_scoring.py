@@ -34,12 +34,10 @@ def test_normalized_score_and_verdict(digits_run):
     detector = GANomalyDetector.load(digits_run)
     x = (torch.rand(6, 1, 16, 16) * 255).to(torch.uint8)
     result = detector.score(x)
-    expected = (result["score"] - detector.val_median_) / (
-        detector.threshold_ - detector.val_median_
-    )
-    assert np.allclose(result["normalized_score"], expected, rtol=1e-5, atol=1e-6)
-    assert np.array_equal(result["is_anomaly"], result["score"] > detector.threshold_)
-    assert np.array_equal(detector.predict(x), (result["score"] > detector.threshold_).astype(int))
+    expected = (result.score - detector.val_median_) / (detector.threshold_ - detector.val_median_)
+    assert np.allclose(result.normalized_score, expected, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(result.is_anomaly, result.score > detector.threshold_)
+    assert np.array_equal(detector.predict(x), (result.score > detector.threshold_).astype(int))
 
 
 def test_score_does_not_depend_on_the_batch(digits_run):

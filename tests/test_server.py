@@ -60,7 +60,7 @@ def test_one_image_one_score_everywhere(
     import onnxruntime as ort
 
     detector = GANomalyDetector.load(run_dir)
-    api = detector.score(images)["normalized_score"]
+    api = detector.score(images).normalized_score
 
     command = [sys.executable, "-m", "ganomaly", "predict", str(run_dir), *map(str, images)]
     result = subprocess.run([*command, "--json", "-", "--no-progress"], capture_output=True,
@@ -98,7 +98,7 @@ def test_score_several_images_and_model_card(
     assert body["threshold"] == detector.threshold_
     assert [r["filename"] for r in body["results"]] == [p.name for p in images[:3]]
     expected = detector.score(images[:3])
-    pairs = zip(body["results"], expected["score"], expected["is_anomaly"], strict=True)
+    pairs = zip(body["results"], expected.score, expected.is_anomaly, strict=True)
     for row, score, flag in pairs:
         assert set(row) == {"filename", "score", "normalized_score", "is_anomaly"}
         assert row["score"] == pytest.approx(float(score), rel=1e-6)
@@ -205,3 +205,24 @@ def test_api_key_guards_the_v1_routes(run_dir: Path, images: list[Path]) -> None
     )  # fmt: skip
     assert missing.returncode == 2
     assert missing.stderr.startswith("ganomaly: error: --api-key-env NO_SUCH_VAR_X")
+
+
+def test_one_bad_file_among_good_ones_is_reported_with_the_results(
+    server: httpx.Client, images: list[Path], tmp_path: Path
+) -> None:
+    """One good and one truncated PNG: 200, a score for the good one, an error naming the
+    upload (not a server path) for the bad one; alone, the truncated PNG gets 422."""
+    whole = images[0].read_bytes()
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(whole[: len(whole) // 2])  # header intact, pixel data cut
+    response = server.post("/v1/score", files=upload(images[0], truncated))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["n_errors"] == 1
+    good, bad = body["results"]
+    assert good["filename"] == images[0].name and isinstance(good["score"], float)
+    assert "error" not in good
+    assert bad["filename"] == "cut.png" and set(bad) == {"filename", "error"}
+    assert bad["error"].startswith("cut.png: ") and "/tmp" not in bad["error"]
+    alone = server.post("/v1/score", files=upload(truncated))
+    assert alone.status_code == 422 and alone.json()["detail"].startswith("cut.png: ")

