@@ -1,10 +1,16 @@
 """`model.pt`: the inference file. A plain dict of tensors, numbers and strings, so it loads
 with `torch.load(path, weights_only=True)` and can never run code when opened.
 
-    {"format": "ganomaly-model", "format_version": 1, "config": {...}, "generator": state_dict,
+    {"format": "ganomaly-model", "format_version": 2, "config": {...}, "generator": state_dict,
      "image_size": [H, W], "channels": C, "interpolation": "bilinear", "bn_mode": "eval",
      "score_metric": "l2", "threshold": t, "val_median": m, "n_val": n,
-     "threshold_quantile": q, "map_sigma": s, "versions": {...}, "card": {...}}
+     "threshold_quantile": q, "map_sigma": s, "versions": {...},
+     "val_scores": tensor, "decision_scores": tensor,
+     "fitted": {"threshold_from", "history", "n_train", "fit_seconds", "warnings", "annotations"},
+     "card": GANomalyDetector.model_card()}
+
+Version 2 added `val_scores`, `decision_scores` and `fitted` (so a loaded detector has every
+fitted attribute a fitted one has); version 1 files still load (their `card` held the facts).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ganomaly.atomic import atomic_path
 from ganomaly.images import first_line
 
 FORMAT = "ganomaly-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED = {
     "format": str, "format_version": int, "config": dict, "generator": dict,
     "image_size": list, "channels": int, "interpolation": str, "bn_mode": str,

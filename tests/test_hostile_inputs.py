@@ -557,8 +557,8 @@ MODEL_CASES = {
     "not ours": (lambda run, p: torch.save({"weights": torch.ones(3)}, p), "not a ganomaly model"),
     "a list, not a dict": (lambda run, p: torch.save([1, 2], p), "not a ganomaly model file"),
     "newer format version": (
-        _edited(lambda o: o.update(format_version=2)),
-        "model file format version 2 is newer than this ganomaly understands (1); upgrade",
+        _edited(lambda o: o.update(format_version=3)),
+        "model file format version 3 is newer than this ganomaly understands (2); upgrade",
     ),
     "missing key": (
         _edited(lambda o: o.pop("threshold")),
