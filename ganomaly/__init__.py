@@ -19,6 +19,26 @@ OPENMP_WAIT_DEFAULTS = {"GOMP_SPINCOUNT": "3000", "KMP_BLOCKTIME": "0"}
 if not any(name in os.environ for name in ("OMP_WAIT_POLICY", *OPENMP_WAIT_DEFAULTS)):
     os.environ.update(OPENMP_WAIT_DEFAULTS)
 
-from ganomaly.detector import GANomalyDetector, NotFittedError  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+if TYPE_CHECKING:
+    from ganomaly.detector import GANomalyDetector, NotFittedError
 
 __all__ = ["GANomalyDetector", "NotFittedError", "__version__"]
+# Imported on first use (PEP 562), so `import ganomaly.onnx_runtime` works without torch.
+_LAZY = {"GANomalyDetector": "ganomaly.detector", "NotFittedError": "ganomaly.detector"}
+
+
+def __getattr__(name: str) -> Any:
+    """`ganomaly.GANomalyDetector` and `ganomaly.NotFittedError`, imported when first used."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'ganomaly' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -2,17 +2,21 @@
 
     ganomaly export runs/demo --format onnx --out model.onnx
 
-What is exported is `AnomalyScorer`, the same module the library scores with:
+What is exported is `ExportedScorer`: `AnomalyScorer`, the same module the library scores
+with, plus the verdict:
 
     input   image             float32 (B, C, H, W), the model's C, H, W, values in [-1, 1]
                               (the output of `ganomaly.images.preprocess`); B is dynamic
     outputs score             (B,)       raw anomaly score, higher = more abnormal
             normalized_score  (B,)       (score - median) / (threshold - median)
             anomaly_map       (B, H, W)  smoothed |x - x_hat| at the model's resolution
+            is_anomaly        (B,) bool  score > threshold
 
-`is_anomaly` is `score > threshold`; the threshold, the normalisation statistics and the
-preprocessing are recorded in the file's metadata (ONNX `metadata_props`, TorchScript and
-.pt2 `extra_files["ganomaly.json"]`), see `export_metadata`.
+The threshold, the normalisation statistics and the preprocessing are recorded in the file's
+metadata (ONNX `metadata_props` under `ganomaly.`, TorchScript and .pt2
+`extra_files["ganomaly.json"]`), see `export_metadata`; `metadata_version` says which layout,
+and `ganomaly.onnx_runtime` (numpy, Pillow and onnxruntime only) refuses versions it does not
+read. An existing file is replaced only with `--overwrite` (`export_model(..., overwrite=True)`).
 
 Exporter choice. ONNX is written by the dynamo-based exporter (`torch.onnx.export(...,
 dynamo=True)`, which needs `onnxscript`): it is the exporter PyTorch maintains and defaults to;
@@ -37,13 +41,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from ganomaly.config import ConfigError
+from ganomaly.onnx_runtime import METADATA_PREFIX, METADATA_VERSION
+from ganomaly.scoring import AnomalyScorer
 
 FORMATS = ("onnx", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("score", "normalized_score", "anomaly_map")
+OUTPUT_NAMES = ("score", "normalized_score", "anomaly_map", "is_anomaly")
 METADATA_FILE = "ganomaly.json"
 ONNX_OPSET = 18
 PREPROCESSING = (
@@ -56,6 +63,19 @@ PREPROCESSING = (
 
 class ExportError(ConfigError):
     """The model cannot be exported as asked; the message says why in one line."""
+
+
+class ExportedScorer(nn.Module):
+    """The exported graph: `AnomalyScorer`'s outputs and the verdict `score > threshold`, so a
+    consumer needs no threshold arithmetic of its own."""
+
+    def __init__(self, scorer: AnomalyScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        score, normalized, amap = self.scorer(x)  # (B,), (B,), (B, H, W)
+        return score, normalized, amap, score > self.scorer.threshold  # is_anomaly (B,) bool
 
 
 def refuse_batch_statistics(detector: Any, what: str) -> None:
@@ -76,6 +96,7 @@ def export_metadata(detector: Any) -> dict[str, Any]:
     card = detector.card_
     return {
         "format": "ganomaly-scorer",
+        "metadata_version": METADATA_VERSION,
         "ganomaly_version": __version__,
         "input": INPUT_NAME,
         "outputs": list(OUTPUT_NAMES),
@@ -129,7 +150,7 @@ def export_onnx(detector: Any, out: Path) -> Path:
             f"ONNX export needs the export extra ({error.name} is missing): "
             "pip install 'ganomaly[export]'"
         ) from None
-    scorer = detector.scorer_.eval()
+    scorer = ExportedScorer(detector.scorer_).eval()
     out, tmp = _atomic_target(out)
     # The exporter logs a warning per torchvision op it cannot register; we use none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -150,9 +171,9 @@ def export_onnx(detector: Any, out: Path) -> Path:
         model = program.model_proto
         for key, value in export_metadata(detector).items():
             entry = model.metadata_props.add()
-            entry.key = f"ganomaly.{key}"
+            entry.key = f"{METADATA_PREFIX}{key}"
             entry.value = json.dumps(value)
-        model.doc_string = "GANomaly anomaly scorer: image -> score, normalized_score, anomaly_map"
+        model.doc_string = f"GANomaly anomaly scorer: image -> {', '.join(OUTPUT_NAMES)}"
         onnx.checker.check_model(model)
         onnx.save_model(model, str(tmp))
         os.replace(tmp, out)
@@ -163,7 +184,7 @@ def export_onnx(detector: Any, out: Path) -> Path:
 
 def export_torchscript(detector: Any, out: Path) -> Path:
     """Write a traced TorchScript module; metadata in extra_files['ganomaly.json']."""
-    scorer = detector.scorer_.eval()
+    scorer = ExportedScorer(detector.scorer_).eval()
     out, tmp = _atomic_target(out)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -181,7 +202,7 @@ def export_torchscript(detector: Any, out: Path) -> Path:
 
 def export_pt2(detector: Any, out: Path) -> Path:
     """Write a `torch.export` program (.pt2, dynamic batch), loadable with torch.export.load."""
-    scorer = detector.scorer_.eval()
+    scorer = ExportedScorer(detector.scorer_).eval()
     out, tmp = _atomic_target(out)
     try:
         with warnings.catch_warnings():
@@ -197,8 +218,11 @@ def export_pt2(detector: Any, out: Path) -> Path:
     return out
 
 
-def export_model(detector: Any, fmt: str, out: str | os.PathLike[str]) -> Path:
-    """Export a fitted GANomalyDetector; returns the written path.
+def export_model(
+    detector: Any, fmt: str, out: str | os.PathLike[str], overwrite: bool = False
+) -> Path:
+    """Export a fitted GANomalyDetector; returns the written path. An existing file at `out`
+    is replaced only when `overwrite` is true.
 
     Example:
         >>> from ganomaly import GANomalyDetector
@@ -210,6 +234,8 @@ def export_model(detector: Any, fmt: str, out: str | os.PathLike[str]) -> Path:
     target = Path(out)
     if target.is_dir():
         raise ExportError(f"--out {out}: is a directory; give a file name")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise ExportError(f"--out {out}: already exists; pass --overwrite to replace it")
     writer = {"onnx": export_onnx, "torchscript": export_torchscript, "pt2": export_pt2}[fmt]
     return writer(detector, target)
 
@@ -227,9 +253,9 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     model = onnx.load(str(path), load_external_data=False)
     return {
-        p.key.removeprefix("ganomaly."): json.loads(p.value)
+        p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
         for p in model.metadata_props
-        if p.key.startswith("ganomaly.")
+        if p.key.startswith(METADATA_PREFIX)
     }
 
 
@@ -241,7 +267,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.run_dir)
     folder = source if source.is_dir() else source.parent
     out = args.out or str(folder / f"model{SUFFIXES[args.format]}")
-    written = export_model(detector, args.format, out)
+    written = export_model(detector, args.format, out, overwrite=args.overwrite)
     meta = export_metadata(detector)
     h, w = meta["image_size"]
     print(
@@ -258,10 +284,14 @@ def register(subparsers: Any) -> None:
         "export",
         help="export the scorer as ONNX, TorchScript or torch.export (.pt2)",
         description="Export a model that takes preprocessed images (B, C, H, W) in [-1, 1] and "
-        "returns score, normalized_score and anomaly_map; the threshold and the preprocessing "
-        "are stored in the file's metadata.",
+        "returns score, normalized_score, anomaly_map and is_anomaly; the threshold and the "
+        "preprocessing are stored in the file's metadata. `ganomaly-onnx predict` scores image "
+        "files with an ONNX export without PyTorch.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR|MODEL", help="a run directory or a model.pt")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     parser.add_argument("--out", metavar="FILE", help="default: RUN_DIR/model.<format suffix>")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out when it exists already"
+    )
     parser.set_defaults(handler=cmd_export)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ganomaly.config import ConfigError
-from ganomaly.images import ImageError, find_images, load_image
+from ganomaly.images import ImageError, expand_inputs, load_image
 
 EXIT_SOME_FAILED = 1
 MAP_VMAX = 1.0  # heat-map colour scale: |x - x_hat| in model units ([-1, 1] images), 0..1
@@ -50,35 +48,6 @@ class Prediction:
         if self.map_path is not None:
             row["map"] = self.map_path
         return row
-
-
-def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (recursive) and glob patterns -> (image paths, [(input, reason)])."""
-    paths: list[Path] = []
-    failed: list[tuple[str, str]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = find_images(path)
-            if found:
-                paths.extend(found)
-            else:
-                failed.append((item, "folder holds no images (png, jpg, bmp, tif, webp)"))
-        elif path.exists():
-            paths.append(path)
-        elif glob.has_magic(item):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            files = [m for m in matches if m.is_file()]
-            for folder in (m for m in matches if m.is_dir()):
-                files.extend(find_images(folder))
-            if files:
-                paths.extend(files)
-            else:
-                failed.append((item, "pattern matches no files"))
-        else:
-            failed.append((item, "no such file or folder"))
-    unique = list(dict.fromkeys(paths))  # a file named twice is scored once
-    return unique, failed
 
 
 # -- heat maps ------------------------------------------------------------------------------
