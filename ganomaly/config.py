@@ -12,17 +12,14 @@ from typing import Any
 
 import yaml
 
+from ganomaly.image_files import DEFAULT_MAX_PIXELS
+
 PROTOCOLS = ("normal-class", "anomaly-class", "paper", "mvtec", "folder")
 SCORE_METRICS = ("l2", "l1")
 BN_MODES = ("eval", "batch")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 
 
-# Image files with more pixels than this are refused from their header, before decoding:
-# a decompression bomb must not take the machine's memory. 50 M pixels is far above any
-# training or inspection image (an 8K frame is 33 M) and well under Pillow's own 179 M cap.
-# The server, which reads uploads from anyone, uses a lower limit (ganomaly.server).
-DEFAULT_MAX_PIXELS = 50_000_000
 # A saved model scores on the CPU unless told otherwise (predict, evaluate, serve, load):
 # scoring is cheap, a CPU is always there, and a GPU is kept for training, whose default
 # is "auto".

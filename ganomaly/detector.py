@@ -59,13 +59,14 @@ from ganomaly.modelfile import (
     plain,
 )
 from ganomaly.process import scoped_threads
+from ganomaly.results import FileResult
 from ganomaly.scoring import AnomalyScorer, fit_threshold, score_tensor
 from ganomaly.training import TrainState, make_optimizers, train
 
 ImagesLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | np.ndarray | Tensor | Any
 EpochHook = Callable[[TrainState], Any]
 
-__all__ = ["FileScore", "GANomalyDetector", "NotFittedError", "Scores"]
+__all__ = ["FileResult", "GANomalyDetector", "NotFittedError", "Scores"]
 
 THRESHOLD_FROM_VALIDATION = "validation normals held out of train (quantile)"
 THRESHOLD_FIXED = "fixed --threshold"
@@ -173,20 +174,6 @@ class Scores:
     normalized_score: np.ndarray  # (N,) 0 ~ a typical normal image, 1 = the threshold
     is_anomaly: np.ndarray  # (N,) bool: score > threshold_
     maps: np.ndarray | None = None  # (N, H, W) anomaly maps at the model's resolution
-
-
-@dataclass
-class FileScore:
-    """One image file's result; `error` says why a file could not be scored (then the
-    scores are None, never NaN, which would read as "normal")."""
-
-    path: str
-    score: float | None = None
-    normalized_score: float | None = None
-    is_anomaly: bool | None = None
-    error: str | None = None
-    map: np.ndarray | None = None  # (H, W) anomaly map, when asked for
-    map_path: str | None = None  # where `ganomaly predict --maps` wrote its overlay
 
 
 def _signature() -> inspect.Signature:
@@ -396,11 +383,11 @@ class GANomalyDetector(BaseEstimator):
 
     def score_files(
         self, paths: Sequence[str | os.PathLike[str]], batch_size: int = 64, with_maps: bool = False
-    ) -> list[FileScore]:
+    ) -> list[FileResult]:
         """Score image files one record each, in input order; a file that cannot be read gets
         its `error` and the others are still scored."""
         self._check_fitted()
-        records = [FileScore(str(path)) for path in paths]
+        records = [FileResult(str(path)) for path in paths]
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
             good, tensors = [], []
@@ -417,7 +404,7 @@ class GANomalyDetector(BaseEstimator):
                 record.score = float(result.score[i])
                 record.normalized_score = float(result.normalized_score[i])
                 record.is_anomaly = bool(result.is_anomaly[i])
-                record.map = None if result.maps is None else result.maps[i]
+                record.anomaly_map = None if result.maps is None else result.maps[i]
         return records
 
     def decision_function(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:

@@ -2,17 +2,21 @@
 
     ganomaly export runs/demo --format onnx --out model.onnx
 
-What is exported is `AnomalyScorer`, the same module the library scores with:
+What is exported is `ExportedScorer`: `AnomalyScorer`, the same module the library scores
+with, plus the verdict:
 
     input   image             float32 (B, C, H, W), the model's C, H, W, values in [-1, 1]
                               (the output of `ganomaly.images.preprocess`); B is dynamic
     outputs score             (B,)       raw anomaly score, higher = more abnormal
             normalized_score  (B,)       (score - median) / (threshold - median)
             anomaly_map       (B, H, W)  smoothed |x - x_hat| at the model's resolution
+            is_anomaly        (B,) bool  score > threshold
 
-`is_anomaly` is `score > threshold`; the threshold, the normalisation statistics and the
-preprocessing are recorded in the file's metadata (ONNX `metadata_props`, TorchScript and
-.pt2 `extra_files["ganomaly.json"]`), see `export_metadata`.
+The threshold, the normalisation statistics and the preprocessing are recorded in the file's
+metadata (ONNX `metadata_props` under `ganomaly.`, TorchScript and .pt2
+`extra_files["ganomaly.json"]`), see `export_metadata`; `metadata_version` says which layout,
+and `ganomaly.onnx_runtime` (numpy, Pillow and onnxruntime only) refuses versions it does not
+read. An existing file is replaced only with `--overwrite` (`export_model(..., overwrite=True)`).
 
 Exporter choice. ONNX is written by the dynamo-based exporter (`torch.onnx.export(...,
 dynamo=True)`, which needs `onnxscript`): it is the exporter PyTorch maintains and defaults to;
@@ -28,25 +32,28 @@ the batch, which no exported graph can reproduce faithfully.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
+from ganomaly.atomic import atomic_path
 from ganomaly.config import ConfigError
+from ganomaly.onnx_runtime import METADATA_PREFIX, METADATA_VERSION
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from ganomaly.detector import GANomalyDetector
 
 FORMATS = ("onnx", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("score", "normalized_score", "anomaly_map")
+OUTPUT_NAMES = ("score", "normalized_score", "anomaly_map", "is_anomaly")
 METADATA_FILE = "ganomaly.json"
 ONNX_OPSET = 18
 PREPROCESSING = (
@@ -78,6 +85,7 @@ def export_metadata(detector: GANomalyDetector) -> dict[str, Any]:
     return {
         **detector.model_card(),
         "format": "ganomaly-scorer",
+        "metadata_version": METADATA_VERSION,
         "ganomaly_version": __version__,
         "input": INPUT_NAME,
         "outputs": list(OUTPUT_NAMES),
@@ -85,26 +93,36 @@ def export_metadata(detector: GANomalyDetector) -> dict[str, Any]:
     }
 
 
-def _example_input(detector: GANomalyDetector, batch: int = 2) -> torch.Tensor:
+def _example_input(detector: GANomalyDetector, batch: int = 2) -> Tensor:
+    import torch
+
     h, w = detector.config.image_hw()
     generator = torch.Generator().manual_seed(0)
     return torch.rand(batch, detector.channels_, h, w, generator=generator) * 2.0 - 1.0
 
 
 def _batch_dim() -> dict[str, Any]:
+    import torch
+
     return {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
 
 
-def _atomic_target(out: Path) -> tuple[Path, Path]:
-    """(out, a temporary file beside it): written first, then renamed over `out`, so a failed
-    export never leaves half a file. The suffix is kept: some writers check it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=f".tmp{out.suffix}")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an exported model is an ordinary file
-    return out, Path(tmp)
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """The exporters' warnings and the ONNX exporter's registration log (a warning per
+    torchvision op it cannot register; we use none) are silenced inside the block only:
+    the logger's level is restored after."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            # Tracing warns that shape comparisons become constants: they are, for this
+            # model's fixed H x W; and that TorchScript is deprecated (module docstring).
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(previous)
 
 
 def export_onnx(detector: GANomalyDetector, out: Path) -> Path:
@@ -117,76 +135,69 @@ def export_onnx(detector: GANomalyDetector, out: Path) -> Path:
             f"ONNX export needs the export extra ({error.name} is missing): "
             "pip install 'ganomaly[export]'"
         ) from None
-    scorer = detector.scorer_.eval()
-    out, tmp = _atomic_target(out)
-    # The exporter logs a warning per torchvision op it cannot register; we use none of them.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                scorer,
-                (_example_input(detector),),
-                dynamo=True,
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=_batch_dim(),
-                opset_version=ONNX_OPSET,
-                verbose=False,
-            )
+    import torch
+
+    from ganomaly.scoring import ExportedScorer
+
+    scorer = ExportedScorer(detector.scorer_).eval()
+    with _quiet_exporters(), atomic_path(out) as tmp:
+        program = torch.onnx.export(
+            scorer,
+            (_example_input(detector),),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=_batch_dim(),
+            opset_version=ONNX_OPSET,
+            verbose=False,
+        )
         assert program is not None
         model = program.model_proto
         for key, value in export_metadata(detector).items():
             entry = model.metadata_props.add()
-            entry.key = f"ganomaly.{key}"
+            entry.key = f"{METADATA_PREFIX}{key}"
             entry.value = json.dumps(value)
-        model.doc_string = "GANomaly anomaly scorer: image -> score, normalized_score, anomaly_map"
+        model.doc_string = f"GANomaly anomaly scorer: image -> {', '.join(OUTPUT_NAMES)}"
         onnx.checker.check_model(model)
         onnx.save_model(model, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
 def export_torchscript(detector: GANomalyDetector, out: Path) -> Path:
     """Write a traced TorchScript module; metadata in extra_files['ganomaly.json']."""
-    scorer = detector.scorer_.eval()
-    out, tmp = _atomic_target(out)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # Tracing warns that shape comparisons become constants: they are, for this model's
-            # fixed H x W; and that TorchScript is deprecated (see the module docstring).
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(scorer, _example_input(detector), check_trace=False)
-            extra = {METADATA_FILE: json.dumps(export_metadata(detector))}
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    import torch
+
+    from ganomaly.scoring import ExportedScorer
+
+    scorer = ExportedScorer(detector.scorer_).eval()
+    with _quiet_exporters(), torch.no_grad(), atomic_path(out) as tmp:
+        traced = torch.jit.trace(scorer, _example_input(detector), check_trace=False)
+        extra = {METADATA_FILE: json.dumps(export_metadata(detector))}
+        torch.jit.save(traced, str(tmp), _extra_files=extra)
     return out
 
 
 def export_pt2(detector: GANomalyDetector, out: Path) -> Path:
     """Write a `torch.export` program (.pt2, dynamic batch), loadable with torch.export.load."""
-    scorer = detector.scorer_.eval()
-    out, tmp = _atomic_target(out)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.export.export(
-                scorer, (_example_input(detector),), dynamic_shapes=_batch_dim()
-            )
-            extra = {METADATA_FILE: json.dumps(export_metadata(detector))}
-            torch.export.save(program, str(tmp), extra_files=extra)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    import torch
+
+    from ganomaly.scoring import ExportedScorer
+
+    scorer = ExportedScorer(detector.scorer_).eval()
+    with _quiet_exporters(), atomic_path(out) as tmp:
+        program = torch.export.export(
+            scorer, (_example_input(detector),), dynamic_shapes=_batch_dim()
+        )
+        extra = {METADATA_FILE: json.dumps(export_metadata(detector))}
+        torch.export.save(program, str(tmp), extra_files=extra)
     return out
 
 
-def export_model(detector: GANomalyDetector, fmt: str, out: str | os.PathLike[str]) -> Path:
-    """Export a fitted GANomalyDetector; returns the written path.
+def export_model(
+    detector: GANomalyDetector, fmt: str, out: str | os.PathLike[str], overwrite: bool = False
+) -> Path:
+    """Export a fitted GANomalyDetector; returns the written path. An existing file at `out`
+    is replaced only when `overwrite` is true.
 
     Example:
         >>> from ganomaly import GANomalyDetector
@@ -198,12 +209,16 @@ def export_model(detector: GANomalyDetector, fmt: str, out: str | os.PathLike[st
     target = Path(out)
     if target.is_dir():
         raise ExportError(f"--out {out}: is a directory; give a file name")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise ExportError(f"--out {out}: already exists; pass --overwrite to replace it")
     writer = {"onnx": export_onnx, "torchscript": export_torchscript, "pt2": export_pt2}[fmt]
     return writer(detector, target)
 
 
 def read_torchscript_metadata(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """Load an exported TorchScript file -> (module, metadata)."""
+    import torch
+
     extra = {METADATA_FILE: ""}
     module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module, json.loads(extra[METADATA_FILE])
@@ -215,9 +230,9 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     model = onnx.load(str(path), load_external_data=False)
     return {
-        p.key.removeprefix("ganomaly."): json.loads(p.value)
+        p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
         for p in model.metadata_props
-        if p.key.startswith("ganomaly.")
+        if p.key.startswith(METADATA_PREFIX)
     }
 
 
@@ -229,7 +244,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.run_dir)
     folder = source if source.is_dir() else source.parent
     out = args.out or str(folder / f"model{SUFFIXES[args.format]}")
-    written = export_model(detector, args.format, out)
+    written = export_model(detector, args.format, out, overwrite=args.overwrite)
     meta = export_metadata(detector)
     h, w = meta["image_size"]
     print(
@@ -246,10 +261,14 @@ def register(subparsers: Any) -> None:
         "export",
         help="export the scorer as ONNX, TorchScript or torch.export (.pt2)",
         description="Export a model that takes preprocessed images (B, C, H, W) in [-1, 1] and "
-        "returns score, normalized_score and anomaly_map; the threshold and the preprocessing "
-        "are stored in the file's metadata.",
+        "returns score, normalized_score, anomaly_map and is_anomaly; the threshold and the "
+        "preprocessing are stored in the file's metadata. `ganomaly-onnx predict` scores image "
+        "files with an ONNX export without PyTorch.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR|MODEL", help="a run directory or a model.pt")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     parser.add_argument("--out", metavar="FILE", help="default: RUN_DIR/model.<format suffix>")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out when it exists already"
+    )
     parser.set_defaults(handler=cmd_export)

@@ -11,49 +11,27 @@ scored; the exit code is then 1 (2 when nothing at all could be scored).
 from __future__ import annotations
 
 import argparse
-import csv
-import glob
-import json
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ganomaly.config import INFERENCE_DEVICE, ConfigError
+from ganomaly.image_files import ImageError, list_inputs, load_image
+from ganomaly.results import (
+    EXIT_SOME_FAILED,
+    FileResult,
+    format_table,
+    write_csv,
+    write_json,
+)
 
 if TYPE_CHECKING:
-    from ganomaly.detector import FileScore, GANomalyDetector
+    from ganomaly.detector import GANomalyDetector
 
-EXIT_SOME_FAILED = 1
 MAP_VMAX = 1.0  # heat-map colour scale: |x - x_hat| in model units ([-1, 1] images), 0..1
 OVERLAY_MAX_SIDE = 512
-
-
-def expand_inputs(inputs: Iterable[str]) -> list[Path | tuple[str, str]]:
-    """Files, folders (recursive, sorted) and glob patterns -> image paths in input order,
-    with an (input, reason) pair in place of an input that names no image; a file named
-    twice is listed once."""
-    from ganomaly.images import IMAGE_KINDS, find_images
-
-    entries: list[Path | tuple[str, str]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = find_images(path)
-            entries += found or [(item, f"folder holds no images ({IMAGE_KINDS})")]
-        elif path.exists():
-            entries.append(path)
-        elif glob.has_magic(item):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            files = [m for m in matches if m.is_file()]
-            for folder in (m for m in matches if m.is_dir()):
-                files.extend(find_images(folder))
-            entries += files or [(item, "pattern matches no files")]
-        else:
-            entries.append((item, "no such file or folder"))
-    return list(dict.fromkeys(entries))
 
 
 # -- heat maps ------------------------------------------------------------------------------
@@ -98,16 +76,14 @@ def predict_paths(
     batch_size: int = 64,
     maps_dir: Path | None = None,
     progress: bool = True,
-) -> list[FileScore]:
+) -> list[FileResult]:
     """Score image files in batches -> one record per file, in input order (a file that
     cannot be read gets its `error`); with `maps_dir`, each scored file's overlay is written
     there and its path kept in `map_path`."""
     from PIL import Image
     from tqdm import tqdm
 
-    from ganomaly.images import load_image
-
-    records: list[FileScore] = []
+    records: list[FileResult] = []
     used_names: set[str] = set()
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
@@ -117,96 +93,20 @@ def predict_paths(
                 paths[start : start + batch_size], batch_size, with_maps=maps_dir is not None
             )
             for record in batch:
-                if maps_dir is not None and record.map is not None:
+                if maps_dir is not None and record.anomaly_map is not None:
                     target = _unique_name(maps_dir, Path(record.path).stem, used_names)
                     image = load_image(record.path, 3)
-                    Image.fromarray(overlay_rgb(image, record.map)).save(target)
+                    Image.fromarray(overlay_rgb(image, record.anomaly_map)).save(target)
                     record.map_path = str(target)
-                    record.map = None  # written: no need to keep every map in memory
+                    record.anomaly_map = None  # written: no need to keep every map in memory
             records += batch
             bar.update(len(batch))
     return records
 
 
-# -- output -------------------------------------------------------------------------------
-CSV_COLUMNS = ("path", "score", "normalized_score", "is_anomaly", "error")
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.9g}"
-
-
-def write_csv(target: str, rows: list[FileScore]) -> None:
-    """CSV with the columns path, score, normalized_score, is_anomaly, error (and map with
-    --maps): one row per input; a failed input has empty scores and its error."""
-    columns = list(CSV_COLUMNS)
-    if any(r.map_path for r in rows):
-        columns.append("map")
-    handle = sys.stdout if target == "-" else open(target, "w", newline="")  # noqa: SIM115
-    try:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for r in rows:
-            verdict = "" if r.is_anomaly is None else int(r.is_anomaly)
-            line = [r.path, _number(r.score), _number(r.normalized_score), verdict, r.error or ""]
-            writer.writerow(line + ([r.map_path or ""] if "map" in columns else []))
-    finally:
-        if handle is not sys.stdout:
-            handle.close()
-
-
-def as_json_row(record: FileScore) -> dict[str, Any]:
-    """A record as JSON: path, score, normalized_score, is_anomaly, error (null when fine),
-    and `map` when an overlay was written."""
-    row: dict[str, Any] = {
-        "path": record.path,
-        "score": record.score,
-        "normalized_score": record.normalized_score,
-        "is_anomaly": record.is_anomaly,
-        "error": record.error,
-    }
-    if record.map_path is not None:
-        row["map"] = record.map_path
-    return row
-
-
-def write_json(target: str, rows: list[FileScore], threshold: float) -> None:
-    """{"threshold": t, "n_errors": k, "results": [row, ...]} (see `as_json_row`)."""
-    n_errors = sum(r.error is not None for r in rows)
-    report = {
-        "threshold": threshold,
-        "n_errors": n_errors,
-        "results": [as_json_row(r) for r in rows],
-    }
-    text = json.dumps(report, indent=1)
-    if target == "-":
-        print(text)
-    else:
-        Path(target).write_text(text + "\n")
-
-
-def format_table(rows: list[FileScore], threshold: float) -> str:
-    """A plain-text table for the terminal; failed inputs show their error."""
-    width = max([len("path"), *(len(r.path) for r in rows)])
-    lines = [f"{'path':<{width}}  {'score':>11}  {'normalized':>10}  verdict"]
-    for r in rows:
-        if r.error is not None or r.score is None or r.normalized_score is None:
-            lines.append(f"{r.path:<{width}}  {'-':>11}  {'-':>10}  error: {r.error}")
-            continue
-        verdict = "ANOMALY" if r.is_anomaly else "normal"
-        lines.append(f"{r.path:<{width}}  {r.score:>11.6g}  {r.normalized_score:>10.3f}  {verdict}")
-    scored = [r for r in rows if r.error is None]
-    n_anomalies = sum(bool(r.is_anomaly) for r in scored)
-    summary = f"{len(scored)} images, {n_anomalies} anomalies (score > threshold {threshold:.6g})"
-    failed = len(rows) - len(scored)
-    lines.append(summary + (f"; {failed} could not be scored" if failed else ""))
-    return "\n".join(lines)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     """Handler of `ganomaly predict`."""
-    from ganomaly.detector import FileScore, GANomalyDetector
-    from ganomaly.images import ImageError
+    from ganomaly.detector import GANomalyDetector
 
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -214,15 +114,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if target and target != "-" and Path(target).is_dir():
             raise ConfigError(f"{option} {target}: is a directory; give a file name")
     detector = GANomalyDetector.load(args.model, device=args.device)
-    entries = expand_inputs(args.paths)
+    entries = list_inputs(args.paths)
     maps_dir = Path(args.maps) if args.maps else None
-    paths = [entry for entry in entries if isinstance(entry, Path)]
+    paths = [Path(name) for name, problem in entries if problem is None]
     scored = iter(predict_paths(detector, paths, args.batch_size, maps_dir, args.progress))
     records = [
-        next(scored) if isinstance(entry, Path) else FileScore(entry[0], error=entry[1])
-        for entry in entries
+        next(scored) if problem is None else FileResult(name, error=problem)
+        for name, problem in entries
     ]
-    bad = [r for r in records if r.error is not None]
+    bad = [r for r in records if not r.ok]
     for record in bad:
         print(f"ganomaly: warning: {record.path}: {record.error}", file=sys.stderr)
     if args.csv:

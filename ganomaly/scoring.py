@@ -178,3 +178,16 @@ def score_tensor(
         torch.cat(normalized).numpy(),
         torch.cat(maps).numpy() if with_maps else None,
     )
+
+
+class ExportedScorer(nn.Module):
+    """The exported graph: `AnomalyScorer`'s outputs and the verdict `score > threshold`, so a
+    consumer needs no threshold arithmetic of its own."""
+
+    def __init__(self, scorer: AnomalyScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        score, normalized, amap = self.scorer(x)  # (B,), (B,), (B, H, W)
+        return score, normalized, amap, score > self.scorer.threshold  # is_anomaly (B,) bool
