@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ganomaly.model import Discriminator, dcgan_init
+from ganomaly.model import Discriminator, SkipDiscriminator, dcgan_init
 
 
 def launched() -> bool:
@@ -114,6 +114,26 @@ class DiscriminatorPasses(nn.Module):
         return self.discriminator.classify(features_real), self.discriminator(x_fake)
 
 
+class SkipDiscriminatorPasses(nn.Module):
+    """Skip-GANomaly's L_D passes as one forward: D on x and on x_hat.detach(), returning
+    (logits_real, logits_fake, features_real, features_fake); its latent term needs the
+    features of both with D's gradients, so the real pass is run again here."""
+
+    def __init__(self, discriminator: SkipDiscriminator) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x_real: Tensor, x_fake: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        features_real = self.discriminator.features(x_real)
+        features_fake = self.discriminator.features(x_fake)
+        return (
+            self.discriminator.classify(features_real),
+            self.discriminator.classify(features_fake),
+            features_real,
+            features_fake,
+        )
+
+
 @dataclass
 class DDPModules:
     """The DDP wrappers the training step calls when distributed (the plain modules stay in
@@ -123,7 +143,9 @@ class DDPModules:
     discriminator_passes: nn.Module
 
 
-def wrap(generator: nn.Module, discriminator: Discriminator) -> DDPModules | None:
+def wrap(
+    generator: nn.Module, discriminator: Discriminator | SkipDiscriminator
+) -> DDPModules | None:
     """DDP wrappers for G and for D's L_D passes; None when not distributed.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts
@@ -135,11 +157,14 @@ def wrap(generator: nn.Module, discriminator: Discriminator) -> DDPModules | Non
     ids = [device.index] if device.type == "cuda" else None
     use_sync_batchnorm(generator)
     use_sync_batchnorm(discriminator)
+    passes: nn.Module
+    if isinstance(discriminator, SkipDiscriminator):
+        passes = SkipDiscriminatorPasses(discriminator)
+    else:
+        passes = DiscriminatorPasses(discriminator)
     return DDPModules(
         generator=nn.parallel.DistributedDataParallel(generator, device_ids=ids),
-        discriminator_passes=nn.parallel.DistributedDataParallel(
-            DiscriminatorPasses(discriminator), device_ids=ids
-        ),
+        discriminator_passes=nn.parallel.DistributedDataParallel(passes, device_ids=ids),
     )
 
 
