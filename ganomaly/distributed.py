@@ -10,7 +10,8 @@ group (gloo on CPU, NCCL on CUDA) and:
 - every rank holds the whole (small, in-memory) training tensor and trains on its shard of the
   seeded epoch order: `order[rank : n - n % world : world]`, as DistributedSampler with
   drop_last=True does; `--batch-size` is per process, so the global batch is world x batch;
-- G and D's two L_D passes run through DDP, which all-reduces (averages) their gradients;
+- G and D's two L_D passes run through DDP, which all-reduces (averages) their gradients
+  (Skip-GANomaly: `SkipDiscriminatorPasses`, D's loss with its latent term);
   the L_adv pass calls D outside DDP with D's parameters frozen, so no D gradient from the
   G loss exists to be all-reduced;
 - the losses are all-reduced every step, so the D re-init decision (on the averaged L_D) and
@@ -20,9 +21,10 @@ group (gloo on CPU, NCCL on CUDA) and:
   BatchNorm2d after training. On CPU each rank keeps its own batch statistics, because
   SyncBatchNorm refuses CPU tensors: every BN layer then normalises over `--batch-size`
   images, as a single process does, while gradients are still averaged over all ranks.
-  Running statistics take no part in training and may differ between ranks: D's are never
-  used; G's are recomputed by precise BN on the same images on every rank (so they agree),
-  and without precise BN the ones rank 0 saves come from its own shard;
+  Running statistics take no part in training and may differ between ranks: GANomaly's D's
+  are never used; G's (and Skip-GANomaly's D's, which its score uses) are recomputed by
+  precise BN on the same images on every rank (so they agree), and without precise BN the
+  ones rank 0 saves come from its own shard;
 - rank 0 alone writes the run directory and logs.
 
 Tested with 2 CPU processes in tests/test_distributed.py (bit-identical weights on both ranks,
