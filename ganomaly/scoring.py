@@ -78,6 +78,10 @@ class ScorerBase(nn.Module):
         """(score, normalized_score) alone, without the anomaly map."""
         raise NotImplementedError
 
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x_hat (B, C, H, W), whatever the model's generator returns besides it."""
+        raise NotImplementedError
+
     def normalize(self, score: Tensor) -> Tensor:
         """(score - median) / (threshold - median)."""
         return (score - self.median) / self.scale
@@ -110,6 +114,10 @@ class AnomalyScorer(ScorerBase):
         _, z, z_hat = self.generator(x)
         score = latent_score(z, z_hat, self.metric)  # (B,)
         return score, self.normalize(score)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x_hat (B, C, H, W): the generator's first output."""
+        return self.generator(x)[0]
 
 
 class SkipAnomalyScorer(ScorerBase):
@@ -150,6 +158,10 @@ class SkipAnomalyScorer(ScorerBase):
         """(score, normalized_score) alone, without the anomaly map."""
         score, _ = self._score(x)
         return score, self.normalize(score)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x_hat (B, C, H, W): the U-Net's output."""
+        return self.generator(x)
 
 
 def normalization_scale(threshold: float, median: float) -> float:

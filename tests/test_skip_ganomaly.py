@@ -336,6 +336,8 @@ def test_score_is_lambda_reconstruction_plus_latent(score_lambda):
     assert torch.allclose(normalized, (expected - 0.5) / (2.0 - 0.5), rtol=1e-5, atol=1e-6)
     assert amap.shape == (5, 16, 16)
     assert torch.equal(scorer.scores(x)[0], score)
+    with torch.no_grad():
+        assert torch.equal(scorer.reconstruct(x), x_hat)  # the image, not the first of a tuple
     # rec and lat differ, so a swapped or ignored lambda would fail the first check
     assert not torch.allclose(rec, lat)
 
