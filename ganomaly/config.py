@@ -14,6 +14,12 @@ import yaml
 
 from ganomaly.image_files import DEFAULT_MAX_PIXELS
 
+MODELS = ("ganomaly", "skip-ganomaly")
+# Settings whose default depends on the model: None in a config means the model's value here.
+MODEL_DEFAULTS: dict[str, dict[str, float]] = {
+    "ganomaly": {"w_con": 50.0},  # the reference code and the paper
+    "skip-ganomaly": {"w_con": 40.0},  # the paper (its code's default is 50)
+}
 PROTOCOLS = ("normal-class", "anomaly-class", "paper", "mvtec", "folder")
 SCORE_METRICS = ("l2", "l1")
 BN_MODES = ("eval", "batch")
@@ -39,6 +45,9 @@ class DetectorConfig:
     """What the model is and how it learns and scores (the estimator's parameters)."""
 
     # Model
+    model: str = _f(
+        "ganomaly", "ganomaly, or skip-ganomaly (U-Net generator, IJCNN 2019)", choices=MODELS
+    )
     image_size: str = _f("32", "model input size: N for NxN, or HxW (any size >= 16)")
     channels: int | None = _f(None, "1 or 3; default: the dataset's own channel count")
     interpolation: str = _f("bilinear", "resize filter", choices=INTERPOLATIONS)
@@ -55,9 +64,16 @@ class DetectorConfig:
     lr: float = _f(2e-4, "Adam learning rate, both networks (DCGAN: 2e-4)")
     beta1: float = _f(0.5, "Adam beta1 (DCGAN: 0.5)")
     beta2: float = _f(0.999, "Adam beta2")
-    w_adv: float = _f(1.0, "weight of the feature-matching adversarial loss")
-    w_con: float = _f(50.0, "weight of the L1 reconstruction loss")
-    w_enc: float = _f(1.0, "weight of the L2 latent loss")
+    w_adv: float = _f(
+        1.0, "weight of the adversarial loss (ganomaly: D-feature matching; skip-ganomaly: BCE)"
+    )
+    w_con: float | None = _f(
+        None,
+        "weight of the L1 reconstruction loss; none given: "
+        + ", ".join(f"{v['w_con']:g} for {m}" for m, v in MODEL_DEFAULTS.items()),
+    )
+    w_enc: float = _f(1.0, "ganomaly: weight of the L2 latent loss between z and z_hat")
+    w_lat: float = _f(1.0, "skip-ganomaly: weight of the latent loss on D's features")
     d_reinit_threshold: float = _f(1e-5, "re-initialise D when its loss falls below this")
     seed: int = _f(0, "seed for initialisation and data order")
     val_fraction: float = _f(0.1, "share of normal training images held out for validation")
@@ -74,7 +90,11 @@ class DetectorConfig:
     )
     precise_bn: bool = _f(
         True,
-        "after every epoch, recompute G's BatchNorm running statistics on the training images",
+        "after every epoch, recompute G's BatchNorm running statistics on the training images "
+        "(skip-ganomaly: D's too, on the training images and their reconstructions)",
+    )
+    score_lambda: float = _f(
+        0.9, "skip-ganomaly: score = lambda * reconstruction + (1 - lambda) * latent (paper: 0.9)"
     )
     threshold_quantile: float = _f(0.99, "threshold = this quantile of validation normal scores")
     threshold: float | None = _f(None, "fixed raw threshold instead of the quantile")
@@ -92,6 +112,13 @@ class DetectorConfig:
         except ConfigError:
             return
         self.image_size = str(h) if h == w else f"{h}x{w}"
+
+    def setting(self, name: str) -> Any:
+        """A setting's value; None for a per-model setting means the model's default
+        (MODEL_DEFAULTS), e.g. `config.setting("w_con")` is 50.0 for ganomaly."""
+        value = getattr(self, name)
+        defaults = MODEL_DEFAULTS.get(self.model, {})
+        return defaults[name] if value is None and name in defaults else value
 
     def image_hw(self) -> tuple[int, int]:
         """`image_size` as (height, width)."""
@@ -117,6 +144,17 @@ class DetectorConfig:
             raise ConfigError("--lr must be > 0")
         if self.map_sigma < 0:
             raise ConfigError("--map-sigma must be >= 0")
+        if not 0.0 <= self.score_lambda <= 1.0:
+            raise ConfigError(f"--score-lambda {self.score_lambda}: must be in [0, 1]")
+        if self.model == "skip-ganomaly" and self.extra_layers:
+            raise ConfigError(
+                "--extra-layers: skip-ganomaly's networks have none (as its authors' code)"
+            )
+        if self.model == "skip-ganomaly" and self.score_metric != "l2":
+            raise ConfigError(
+                "--score-metric applies to ganomaly; skip-ganomaly's score is fixed "
+                "(lambda * reconstruction + (1 - lambda) * latent)"
+            )
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
-from torch import Tensor
+from torch import Tensor, nn
 
 from ganomaly import __version__, distributed
 from ganomaly.config import (
@@ -48,7 +48,12 @@ from ganomaly.images import (
     preprocess,
     to_display,
 )
-from ganomaly.model import Generator, make_networks
+from ganomaly.model import (
+    Generator,
+    SkipDiscriminator,
+    UnetGenerator,
+    build_networks,
+)
 from ganomaly.modelfile import (
     FORMAT,
     FORMAT_VERSION,
@@ -60,7 +65,7 @@ from ganomaly.modelfile import (
 )
 from ganomaly.process import scoped_threads
 from ganomaly.results import FileResult
-from ganomaly.scoring import AnomalyScorer, fit_threshold, score_tensor
+from ganomaly.scoring import ScorerBase, fit_threshold, make_scorer, score_tensor
 from ganomaly.training import TrainState, make_optimizers, train
 
 ImagesLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | np.ndarray | Tensor | Any
@@ -194,8 +199,13 @@ class GANomalyDetector(BaseEstimator):
     lr, w_adv, w_con, w_enc, seed, val_fraction, threshold_quantile, ...), defaults included;
     `inspect.signature(GANomalyDetector)` lists them.
 
+    `model="skip-ganomaly"` trains Skip-GANomaly (U-Net generator, see docs/skip-ganomaly.md)
+    with everything else the same.
+
     Fitted attributes (the same after `fit` and after `load`):
-        generator_          the trained generator (E1 -> decoder -> E2)
+        generator_          the trained generator (GANomaly: E1 -> decoder -> E2; U-Net)
+        discriminator_      the discriminator when the model scores with it (skip-ganomaly),
+                            else None (GANomaly's only trains)
         scorer_             the scoring module (what `export` writes)
         channels_           image channels the model takes (1 or 3)
         threshold_          raw score threshold; `predict` is score > threshold_
@@ -258,8 +268,8 @@ class GANomalyDetector(BaseEstimator):
         val_images = images[val_index]
         # One seeded stream draws the initial weights and, after them, D's re-inits.
         with scoped_threads(config.threads), seeded_randomness(config.seed, device):
-            generator, discriminator = make_networks(
-                size, channels, config.nz, config.ngf, config.extra_layers
+            generator, discriminator = build_networks(
+                config.model, size, channels, config.nz, config.ngf, config.extra_layers
             )
             generator.to(device)
             discriminator.to(device)
@@ -269,7 +279,7 @@ class GANomalyDetector(BaseEstimator):
                 from ganomaly.checkpoint import restore_state
 
                 restore_state(state, resume)
-            probe = AnomalyScorer(generator, config.score_metric, 1.0, 0.0, 0.0)
+            probe = make_scorer(config, generator, discriminator, 1.0, 0.0)
 
             def score_val() -> np.ndarray:
                 return score_tensor(probe, val_images, bn_mode=config.bn_mode, device=device)[0]
@@ -279,6 +289,7 @@ class GANomalyDetector(BaseEstimator):
             fit = fit_threshold(val_scores, config.threshold_quantile, config.threshold)
             self.channels_ = channels
             self.generator_ = generator
+            self.discriminator_ = discriminator if config.model == "skip-ganomaly" else None
             self._set_threshold(fit.threshold, fit.median, val_scores, fit.quantile)
             self.threshold_from_ = (
                 THRESHOLD_FIXED if config.threshold is not None else THRESHOLD_FROM_VALIDATION
@@ -299,11 +310,9 @@ class GANomalyDetector(BaseEstimator):
         self.val_scores_ = np.asarray(val_scores, dtype=np.float64)
         self.n_val_ = len(self.val_scores_)
         self.threshold_quantile_ = quantile
-        config = self.config
-        self.scorer_ = AnomalyScorer(
-            self.generator_, config.score_metric, self.threshold_, self.val_median_,
-            config.map_sigma,
-        )  # fmt: skip
+        self.scorer_: ScorerBase = make_scorer(
+            self.config, self.generator_, self.discriminator_, self.threshold_, self.val_median_
+        )
 
     def refit_threshold(self, X: ImagesLike, y: Any = None) -> GANomalyDetector:
         """Refit normalisation and threshold on a labelled set X (y: 1 = abnormal, 0 = normal;
@@ -429,9 +438,11 @@ class GANomalyDetector(BaseEstimator):
     def reconstruct_preprocessed(self, images: Tensor, batch_size: int = 256) -> Tensor:
         """x_hat for preprocessed images, in model space [-1, 1], on the CPU."""
         self._check_fitted()
-        self.generator_.eval()
+        self.scorer_.eval()
         parts = [
-            self.generator_(images[start : start + batch_size].to(self.device_))[0].float().cpu()
+            self.scorer_.reconstruct(images[start : start + batch_size].to(self.device_))
+            .float()
+            .cpu()
             for start in range(0, len(images), batch_size)
         ]
         return torch.cat(parts) if parts else torch.zeros_like(images)
@@ -449,14 +460,18 @@ class GANomalyDetector(BaseEstimator):
         config = self.config
         seconds = sum(row["seconds"] for row in self.history_)
         images = sum(row["images_per_second"] * row["seconds"] for row in self.history_)
+        model = (
+            {"model": config.model, "score_lambda": config.score_lambda}
+            if config.model == "skip-ganomaly"
+            else {"model": config.model, "score_metric": config.score_metric}
+        )
         return plain(
             {
-                "model": "ganomaly",
+                **model,
                 "image_size": list(config.image_hw()),
                 "channels": int(self.channels_),
                 "interpolation": config.interpolation,
                 "value_range": [-1.0, 1.0],
-                "score_metric": config.score_metric,
                 "bn_mode": config.bn_mode,
                 "map_sigma": float(config.map_sigma),
                 "threshold": self.threshold_,
@@ -487,7 +502,12 @@ class GANomalyDetector(BaseEstimator):
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config": dataclasses.asdict(config),
-            "generator": {k: v.detach().cpu() for k, v in self.generator_.state_dict().items()},
+            "generator": _cpu_state(self.generator_),
+            **(
+                {"discriminator": _cpu_state(self.discriminator_)}
+                if self.discriminator_ is not None
+                else {}
+            ),
             "image_size": list(config.image_hw()),
             "channels": int(self.channels_),
             "interpolation": config.interpolation,
@@ -541,15 +561,32 @@ class GANomalyDetector(BaseEstimator):
         h, w = config.image_hw()
         if list(obj["image_size"]) != [h, w] or obj["channels"] not in (1, 3):
             raise ModelFileError(f"{target}: damaged model file (image size or channels)")
-        generator = build_checked(
-            target,
-            obj["generator"],
-            lambda: Generator((h, w), config.nz, obj["channels"], config.ngf, config.extra_layers),
-        )
-        generator.to(resolve_device(device)).eval()
+        channels, where = int(obj["channels"]), resolve_device(device)
+        discriminator: SkipDiscriminator | None = None
+        generator: nn.Module
+        if config.model == "skip-ganomaly":
+            if not isinstance(obj.get("discriminator"), dict):
+                raise ModelFileError(f"{target}: damaged model file (no discriminator weights)")
+            generator = build_checked(
+                target, obj["generator"], lambda: UnetGenerator((h, w), channels, config.ngf)
+            )
+            discriminator = build_checked(
+                target,
+                obj["discriminator"],
+                lambda: SkipDiscriminator((h, w), config.nz, channels, config.ngf),
+            )
+            discriminator.to(where).eval()
+        else:
+            generator = build_checked(
+                target,
+                obj["generator"],
+                lambda: Generator((h, w), config.nz, channels, config.ngf, config.extra_layers),
+            )
+        generator.to(where).eval()
         fitted = _fitted_facts(obj)
-        detector.channels_ = obj["channels"]
+        detector.channels_ = channels
         detector.generator_ = generator
+        detector.discriminator_ = discriminator
         val_scores = np.asarray(obj.get("val_scores", torch.zeros(0)), dtype=np.float64)
         detector._set_threshold(
             obj["threshold"], obj["val_median"], val_scores, obj.get("threshold_quantile")
@@ -565,6 +602,10 @@ class GANomalyDetector(BaseEstimator):
         )
         detector.fit_seconds_ = float(fitted["fit_seconds"])
         return detector
+
+
+def _cpu_state(network: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in network.state_dict().items()}
 
 
 ANNOTATION_KEYS_V1 = ("data", "protocol", "target_class", "data_source", "normal_classes")

@@ -10,7 +10,8 @@ group (gloo on CPU, NCCL on CUDA) and:
 - every rank holds the whole (small, in-memory) training tensor and trains on its shard of the
   seeded epoch order: `order[rank : n - n % world : world]`, as DistributedSampler with
   drop_last=True does; `--batch-size` is per process, so the global batch is world x batch;
-- G and D's two L_D passes run through DDP, which all-reduces (averages) their gradients;
+- G and D's two L_D passes run through DDP, which all-reduces (averages) their gradients
+  (Skip-GANomaly: `SkipDiscriminatorPasses`, D's loss with its latent term);
   the L_adv pass calls D outside DDP with D's parameters frozen, so no D gradient from the
   G loss exists to be all-reduced;
 - the losses are all-reduced every step, so the D re-init decision (on the averaged L_D) and
@@ -20,9 +21,10 @@ group (gloo on CPU, NCCL on CUDA) and:
   BatchNorm2d after training. On CPU each rank keeps its own batch statistics, because
   SyncBatchNorm refuses CPU tensors: every BN layer then normalises over `--batch-size`
   images, as a single process does, while gradients are still averaged over all ranks.
-  Running statistics take no part in training and may differ between ranks: D's are never
-  used; G's are recomputed by precise BN on the same images on every rank (so they agree),
-  and without precise BN the ones rank 0 saves come from its own shard;
+  Running statistics take no part in training and may differ between ranks: GANomaly's D's
+  are never used; G's (and Skip-GANomaly's D's, which its score uses) are recomputed by
+  precise BN on the same images on every rank (so they agree), and without precise BN the
+  ones rank 0 saves come from its own shard;
 - rank 0 alone writes the run directory and logs.
 
 Tested with 2 CPU processes in tests/test_distributed.py (bit-identical weights on both ranks,
@@ -38,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ganomaly.model import Discriminator, dcgan_init
+from ganomaly.model import Discriminator, SkipDiscriminator, dcgan_init
 
 
 def launched() -> bool:
@@ -114,6 +116,26 @@ class DiscriminatorPasses(nn.Module):
         return self.discriminator.classify(features_real), self.discriminator(x_fake)
 
 
+class SkipDiscriminatorPasses(nn.Module):
+    """Skip-GANomaly's L_D passes as one forward: D on x and on x_hat.detach(), returning
+    (logits_real, logits_fake, features_real, features_fake); its latent term needs the
+    features of both with D's gradients, so the real pass is run again here."""
+
+    def __init__(self, discriminator: SkipDiscriminator) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x_real: Tensor, x_fake: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        features_real = self.discriminator.features(x_real)
+        features_fake = self.discriminator.features(x_fake)
+        return (
+            self.discriminator.classify(features_real),
+            self.discriminator.classify(features_fake),
+            features_real,
+            features_fake,
+        )
+
+
 @dataclass
 class DDPModules:
     """The DDP wrappers the training step calls when distributed (the plain modules stay in
@@ -123,7 +145,9 @@ class DDPModules:
     discriminator_passes: nn.Module
 
 
-def wrap(generator: nn.Module, discriminator: Discriminator) -> DDPModules | None:
+def wrap(
+    generator: nn.Module, discriminator: Discriminator | SkipDiscriminator
+) -> DDPModules | None:
     """DDP wrappers for G and for D's L_D passes; None when not distributed.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts
@@ -135,11 +159,14 @@ def wrap(generator: nn.Module, discriminator: Discriminator) -> DDPModules | Non
     ids = [device.index] if device.type == "cuda" else None
     use_sync_batchnorm(generator)
     use_sync_batchnorm(discriminator)
+    passes: nn.Module
+    if isinstance(discriminator, SkipDiscriminator):
+        passes = SkipDiscriminatorPasses(discriminator)
+    else:
+        passes = DiscriminatorPasses(discriminator)
     return DDPModules(
         generator=nn.parallel.DistributedDataParallel(generator, device_ids=ids),
-        discriminator_passes=nn.parallel.DistributedDataParallel(
-            DiscriminatorPasses(discriminator), device_ids=ids
-        ),
+        discriminator_passes=nn.parallel.DistributedDataParallel(passes, device_ids=ids),
     )
 
 

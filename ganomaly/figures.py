@@ -93,24 +93,32 @@ def _empty_note(ax: Axes, text: str) -> None:
 
 
 def loss_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
-    """Training curves: L_enc, L_con, L_adv, L_G, L_D and discriminator re-inits per epoch.
+    """Training curves: the latent loss (GANomaly's L_enc or Skip-GANomaly's L_lat), L_con,
+    L_adv, L_G, L_D and discriminator re-inits per epoch.
 
     Args:
-        history: one row per epoch with keys ``epoch, l_enc, l_con, l_adv, l_g, l_d,
-            d_reinits`` (the ``history.csv`` columns); missing keys are drawn as gaps.
+        history: one row per epoch with keys ``epoch, l_enc (or l_lat), l_con, l_adv, l_g,
+            l_d, d_reinits`` (the ``history.csv`` columns); missing keys are drawn as gaps.
             ``d_reinits`` is drawn as given: the number of re-inits logged for that epoch.
         path: PNG to write.
     """
+    skip = any("l_lat" in row for row in history)
     panels = [
-        ("l_enc", "$L_{enc}$ = MSE(z, $\\hat{z}$)", "loss"),
+        ("l_lat", "$L_{lat}$ = MSE(f(x), f($\\hat{x}$))", "loss")
+        if skip
+        else ("l_enc", "$L_{enc}$ = MSE(z, $\\hat{z}$)", "loss"),
         ("l_con", "$L_{con}$ = L1(x, $\\hat{x}$)", "loss"),
-        ("l_adv", "$L_{adv}$ (feature matching)", "loss"),
+        (
+            "l_adv",
+            "$L_{adv}$ (BCE of D on $\\hat{x}$)" if skip else "$L_{adv}$ (feature matching)",
+            "loss",
+        ),
         ("l_g", "$L_G$ (weighted total)", "loss"),
-        ("l_d", "$L_D$ (discriminator BCE)", "loss"),
+        ("l_d", "$L_D$ (discriminator loss)", "loss"),
         ("d_reinits", "D re-initializations ($L_D$ < 1e-5)", "re-inits"),
     ]
     fig = Figure(figsize=(13, 7), layout="constrained")
-    fig.suptitle("GANomaly training losses per epoch")
+    fig.suptitle(f"{'Skip-GANomaly' if skip else 'GANomaly'} training losses per epoch")
     axes = fig.subplots(2, 3)
     epochs = np.array([row.get("epoch", i + 1) for i, row in enumerate(history)], dtype=float)
     for ax, (key, title, ylabel) in zip(axes.ravel(), panels, strict=True):

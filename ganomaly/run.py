@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,11 @@ from ganomaly.data import DataError, DataSplit, load_split, resolve_protocol
 from ganomaly.detector import GANomalyDetector, Scores
 from ganomaly.images import to_display
 from ganomaly.localization import PixelEvaluation
-from ganomaly.training import HISTORY_COLUMNS, TrainState
+from ganomaly.training import TrainState, history_columns
 
 SCORE_COLUMNS = ("path", "class", "label", "score", "normalized_score", "is_anomaly")
 FIGURES = (
-    ("figures/loss_curves.png", "Training losses per epoch: L_enc, L_con, L_adv, L_G and L_D"),
+    ("figures/loss_curves.png", "Training losses per epoch, and discriminator re-inits"),
     ("figures/restoration.png", "Test images, their reconstructions x̂ and |x − x̂|"),
     ("figures/score_boxplot.png", "Anomaly scores per class, with the threshold"),
     ("figures/score_histogram.png", "Score distribution of normal and abnormal test images"),
@@ -105,9 +105,10 @@ def read_config(run_dir: Path) -> RunConfig:
     return from_dict(RunConfig, read_settings(path, str(path)))
 
 
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
+def write_history(path: Path, history: list[dict[str, float]], columns: Sequence[str]) -> None:
+    """history.csv: one row per epoch, the model's columns (`training.history_columns`)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in history:
             writer.writerow(
@@ -163,7 +164,7 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
 
     def on_epoch(state: TrainState) -> None:
         save_checkpoint(run_dir, state)
-        write_history(run_dir / "history.csv", state.history)
+        write_history(run_dir / "history.csv", state.history, history_columns(state.config))
 
     detector = GANomalyDetector(**dataclasses.asdict(detector_part(config)))
     with stop_on_interrupt() as stop_requested:
@@ -180,7 +181,7 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
         data_source=split.data_source,
         normal_classes=split.normal_classes,
     )
-    write_history(run_dir / "history.csv", detector.history_)
+    write_history(run_dir / "history.csv", detector.history_, history_columns(detector.config))
     metrics = evaluate_split(run_dir, detector, split, config)
     detector.annotate(metrics={k: metrics[k] for k in ("auroc", "aupr", "f1") if k in metrics})
     detector.save(run_dir / "model.pt")
@@ -238,7 +239,7 @@ def split_metrics(
         epochs=config.epochs,
         seed=config.seed,
         split_seed=config.split_seed,
-        score_metric=card["score_metric"],
+        **{k: card[k] for k in ("model", "score_metric", "score_lambda") if k in card},
         bn_mode=card["bn_mode"],
         n_val=detector.n_val_,
         threshold_from=detector.threshold_from_,

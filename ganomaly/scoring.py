@@ -1,6 +1,7 @@
 """Scores, normalisation and threshold: one definition for the CLI, the API, export and server.
 
 score            = mean_j (z_j - z_hat_j)^2   (or |.| with score_metric="l1")
+                   skip-ganomaly: lambda mean (x - x_hat)^2 + (1 - lambda) mean (f(x) - f(x_hat))^2
 threshold        = np.quantile(val_normal_scores, q, method="higher")   (or a fixed value)
 normalized_score = (score - m) / (threshold - m),  m = median(val_normal_scores)
 is_anomaly       = score > threshold
@@ -20,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganomaly.losses import latent_score
-from ganomaly.model import Generator
+from ganomaly.config import DetectorConfig
+from ganomaly.losses import latent_score, skip_anomaly_score
+from ganomaly.model import Generator, SkipDiscriminator, UnetGenerator
 
 
 def gaussian_kernel(sigma: float) -> Tensor:
@@ -44,20 +46,16 @@ def smooth_maps(amap: Tensor, kernel: Tensor) -> Tensor:
     return F.conv2d(amap, kernel.view(1, 1, k, 1))
 
 
-class AnomalyScorer(nn.Module):
-    """Preprocessed images (B, C, H, W) in [-1, 1] -> (score, normalized_score, anomaly_map).
+class ScorerBase(nn.Module):
+    """What every model's scorer shares: the saved normalisation and the map smoothing.
 
-    This module is what `export` writes, so exported models score exactly as the library does.
+    A scorer maps preprocessed images (B, C, H, W) in [-1, 1] to (score, normalized_score,
+    anomaly_map) in `forward` and to (score, normalized_score) in `scores`; it is what `export`
+    writes, so exported models score exactly as the library does.
     """
 
-    def __init__(
-        self, generator: Generator, metric: str, threshold: float, median: float, sigma: float
-    ) -> None:
+    def __init__(self, threshold: float, median: float, sigma: float) -> None:
         super().__init__()
-        # channels_last weights to match the channels_last batches of `score_tensor`: oneDNN
-        # and cuDNN then run the convolutions without reordering weights or activations.
-        self.generator = generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.metric = metric
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.register_buffer("median", torch.tensor(float(median)))
         self.register_buffer("scale", torch.tensor(normalization_scale(threshold, median)))
@@ -75,17 +73,96 @@ class AnomalyScorer(nn.Module):
         return smooth_maps(amap, self.kernel)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(score, normalized_score) alone, without the anomaly map."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x_hat (B, C, H, W), whatever the model's generator returns besides it."""
+        raise NotImplementedError
+
+    def normalize(self, score: Tensor) -> Tensor:
+        """(score - median) / (threshold - median)."""
+        return (score - self.median) / self.scale
+
+    def anomaly_map(self, x: Tensor, x_hat: Tensor) -> Tensor:
+        """Smoothed channel mean of |x - x_hat|, (B, H, W)."""
+        amap = (x - x_hat).abs().mean(1, keepdim=True)  # (B, 1, H, W)
+        return self.smooth(amap)[:, 0]
+
+
+class AnomalyScorer(ScorerBase):
+    """GANomaly: score = the latent error between z = E1(x) and z_hat = E2(x_hat)."""
+
+    def __init__(
+        self, generator: Generator, metric: str, threshold: float, median: float, sigma: float
+    ) -> None:
+        super().__init__(threshold, median, sigma)
+        # channels_last weights to match the channels_last batches of `score_tensor`: oneDNN
+        # and cuDNN then run the convolutions without reordering weights or activations.
+        self.generator = generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.metric = metric
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x_hat, z, z_hat = self.generator(x)
         score = latent_score(z, z_hat, self.metric)  # (B,)
-        normalized = (score - self.median) / self.scale  # (B,)
-        amap = (x - x_hat).abs().mean(1, keepdim=True)  # (B, 1, H, W)
-        return score, normalized, self.smooth(amap)[:, 0]  # (B, H, W)
+        return score, self.normalize(score), self.anomaly_map(x, x_hat)
 
     def scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(score, normalized_score) alone: E1, decoder and E2, no anomaly map to compute."""
         _, z, z_hat = self.generator(x)
         score = latent_score(z, z_hat, self.metric)  # (B,)
-        return score, (score - self.median) / self.scale
+        return score, self.normalize(score)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x_hat (B, C, H, W): the generator's first output."""
+        return self.generator(x)[0]
+
+
+class SkipAnomalyScorer(ScorerBase):
+    """Skip-GANomaly: score = lambda * mean (x - x_hat)^2 + (1 - lambda) * mean (f(x) - f(x_hat))^2
+    with f = D's features, so the discriminator is part of the scoring model.
+
+    The reference min-max scales these scores over the test set; we never do (a score must not
+    depend on other images): normalisation is the validation median and threshold, as GANomaly's.
+    """
+
+    def __init__(
+        self,
+        generator: UnetGenerator,
+        discriminator: SkipDiscriminator,
+        score_lambda: float,
+        threshold: float,
+        median: float,
+        sigma: float,
+    ) -> None:
+        super().__init__(threshold, median, sigma)
+        # channels_last, as AnomalyScorer
+        self.generator = generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.discriminator = discriminator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.score_lambda = float(score_lambda)
+
+    def _score(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x_hat = self.generator(x)  # (B, C, H, W)
+        features_real = self.discriminator.features(x)  # (B, nz, 1, 1)
+        features_fake = self.discriminator.features(x_hat)
+        score = skip_anomaly_score(x, x_hat, features_real, features_fake, self.score_lambda)
+        return score, x_hat
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        score, x_hat = self._score(x)
+        return score, self.normalize(score), self.anomaly_map(x, x_hat)
+
+    def scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(score, normalized_score) alone, without the anomaly map."""
+        score, _ = self._score(x)
+        return score, self.normalize(score)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x_hat (B, C, H, W): the U-Net's output."""
+        return self.generator(x)
 
 
 def normalization_scale(threshold: float, median: float) -> float:
@@ -144,7 +221,7 @@ def batch_statistics(module: nn.Module) -> Iterator[None]:
 
 @torch.inference_mode()
 def score_tensor(
-    scorer: AnomalyScorer,
+    scorer: ScorerBase,
     images: Tensor,
     batch_size: int = 256,
     bn_mode: str = "eval",
@@ -180,11 +257,30 @@ def score_tensor(
     )
 
 
+def make_scorer(
+    config: DetectorConfig,
+    generator: nn.Module,
+    discriminator: nn.Module | None,
+    threshold: float,
+    median: float,
+) -> ScorerBase:
+    """The scoring module of `config.model`: GANomaly's latent error, or Skip-GANomaly's
+    reconstruction and D-feature error (which needs the discriminator)."""
+    if config.model == "skip-ganomaly":
+        assert isinstance(generator, UnetGenerator)
+        assert isinstance(discriminator, SkipDiscriminator)
+        return SkipAnomalyScorer(
+            generator, discriminator, config.score_lambda, threshold, median, config.map_sigma
+        )
+    assert isinstance(generator, Generator)
+    return AnomalyScorer(generator, config.score_metric, threshold, median, config.map_sigma)
+
+
 class ExportedScorer(nn.Module):
-    """The exported graph: `AnomalyScorer`'s outputs and the verdict `score > threshold`, so a
+    """The exported graph: the scorer's outputs and the verdict `score > threshold`, so a
     consumer needs no threshold arithmetic of its own."""
 
-    def __init__(self, scorer: AnomalyScorer) -> None:
+    def __init__(self, scorer: ScorerBase) -> None:
         super().__init__()
         self.scorer = scorer
 

@@ -34,15 +34,33 @@ from tqdm.auto import tqdm
 
 from ganomaly import distributed
 from ganomaly.config import DetectorConfig
-from ganomaly.losses import GeneratorLosses, discriminator_loss, generator_losses
-from ganomaly.model import Discriminator, Generator
+from ganomaly.losses import (
+    GeneratorLosses,
+    SkipGeneratorLosses,
+    discriminator_loss,
+    generator_losses,
+    skip_discriminator_loss,
+    skip_generator_losses,
+)
+from ganomaly.model import Discriminator, Generator, SkipDiscriminator, UnetGenerator
 
 HISTORY_COLUMNS = (
     "epoch", "l_enc", "l_con", "l_adv", "l_g", "l_d", "d_reinits",
     "val_score_median", "val_score_q99", "seconds", "images_per_second",
 )  # fmt: skip
 LOSS_TERMS = ("l_enc", "l_con", "l_adv", "l_g", "l_d")
+SKIP_LOSS_TERMS = ("l_lat", "l_con", "l_adv", "l_g", "l_d")  # Skip-GANomaly's latent is L_lat
 PRECISE_BN_IMAGES = 8192  # enough for stable statistics; bounds the cost on large datasets
+
+
+def loss_terms(config: DetectorConfig) -> tuple[str, ...]:
+    """The losses a model's training step reports, in history order."""
+    return SKIP_LOSS_TERMS if config.model == "skip-ganomaly" else LOSS_TERMS
+
+
+def history_columns(config: DetectorConfig) -> tuple[str, ...]:
+    """history.csv's columns for a model: HISTORY_COLUMNS with the model's own loss terms."""
+    return ("epoch", *loss_terms(config), *HISTORY_COLUMNS[1 + len(LOSS_TERMS) :])
 
 
 class TrainingError(RuntimeError):
@@ -53,8 +71,8 @@ class TrainingError(RuntimeError):
 class TrainState:
     """Everything a training run is made of; a checkpoint is this, as tensors and numbers."""
 
-    generator: Generator
-    discriminator: Discriminator
+    generator: Generator | UnetGenerator
+    discriminator: Discriminator | SkipDiscriminator
     optimizer_g: torch.optim.Optimizer
     optimizer_d: torch.optim.Optimizer
     config: DetectorConfig
@@ -136,10 +154,12 @@ def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
     as computed, not on G's weights); the two steps simply come together at the end. The
     result equals the reference's G step then D step (tests/test_fast_paths.py).
     """
+    if state.config.model == "skip-ganomaly":
+        return skip_train_step(state, x)
     if state.ddp:
         return _ddp_train_step(state, x, state.ddp)
     generator, discriminator = state.generator, state.discriminator
-    weights = state.config.w_adv, state.config.w_con, state.config.w_enc
+    weights = state.config.w_adv, state.config.setting("w_con"), state.config.w_enc
     with autocast(x.device):
         x_hat, z, z_hat = generator(x)
         features_real = discriminator.features(x)
@@ -162,7 +182,7 @@ def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -
     all-reduce gradients in the backward. D is frozen during the L_adv pass (made outside
     DDP), so no D gradient from L_G exists to be all-reduced."""
     discriminator = state.discriminator
-    weights = state.config.w_adv, state.config.w_con, state.config.w_enc
+    weights = state.config.w_adv, state.config.setting("w_con"), state.config.w_enc
     with autocast(x.device):
         x_hat, z, z_hat = ddp.generator(x)
         features_real = discriminator.features(x)
@@ -181,6 +201,83 @@ def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -
     return _detached(g, l_d)
 
 
+def skip_train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
+    """Skip-GANomaly's step (samet-akcay/skip-ganomaly, lib/models/skipganomaly.py): one G
+    step and one D step on the batch x; returns the detached losses.
+
+        x_hat = G(x);  features and logits of D(x), D(x_hat)       # one D pass each
+        L_G = w_adv BCE(D(x_hat), 1) + w_con L1(x, x_hat) + w_lat MSE(f(x), f(x_hat));  G step
+        L_D = BCE(D(x), 1) + BCE(D(x_hat), 0) + w_lat MSE(f(x), f(x_hat));              D step
+        if L_D < 1e-5: re-initialise D (`maybe_reinit_discriminator`, as GANomaly)
+
+    with w_adv, w_con, w_lat = 1, 40, 1 by default (the paper).
+
+    The reference steps G, then back-propagates L_D through the graph it kept from before
+    that step; D is unchanged until its own step, so both gradients are taken here before
+    either step, from the same passes, each restricted to its own network (`inputs=`): the
+    gradients G gets from L_D in the reference are zeroed there before they are ever used.
+    """
+    if state.ddp:
+        return _ddp_skip_train_step(state, x, state.ddp)
+    config = state.config
+    generator, discriminator = state.generator, state.discriminator
+    with autocast(x.device):
+        x_hat = generator(x)  # (B, C, H, W)
+        features_real = discriminator.features(x)  # (B, nz, 1, 1)
+        features_fake = discriminator.features(x_hat)
+        logits_real = discriminator.classify(features_real)  # (B,)
+        logits_fake = discriminator.classify(features_fake)
+        g = skip_generator_losses(
+            x, x_hat, logits_fake, features_real, features_fake,
+            w_adv=config.w_adv, w_con=config.setting("w_con"), w_lat=config.w_lat,
+        )  # fmt: skip
+        l_d = skip_discriminator_loss(
+            logits_real, logits_fake, features_real, features_fake, w_lat=config.w_lat
+        )
+    state.optimizer_g.zero_grad(set_to_none=True)
+    state.optimizer_d.zero_grad(set_to_none=True)
+    torch.autograd.backward(g.l_g, inputs=list(generator.parameters()), retain_graph=True)
+    torch.autograd.backward(l_d, inputs=list(discriminator.parameters()))
+    state.optimizer_g.step()
+    state.optimizer_d.step()
+    return _skip_detached(g, l_d)
+
+
+def _ddp_skip_train_step(
+    state: TrainState, x: Tensor, ddp: distributed.DDPModules
+) -> dict[str, Tensor]:
+    """Skip-GANomaly's step under torchrun, as `_ddp_train_step`: G through its DDP wrapper
+    with D frozen, then L_D through D's (`SkipDiscriminatorPasses`), so each backward
+    all-reduces only the gradients of the network it trains."""
+    config, discriminator = state.config, state.discriminator
+    with autocast(x.device):
+        x_hat = ddp.generator(x)
+        discriminator.requires_grad_(False)
+        features_real = discriminator.features(x)
+        features_fake = discriminator.features(x_hat)
+        logits_fake = discriminator.classify(features_fake)
+        discriminator.requires_grad_(True)
+        g = skip_generator_losses(
+            x, x_hat, logits_fake, features_real, features_fake,
+            w_adv=config.w_adv, w_con=config.setting("w_con"), w_lat=config.w_lat,
+        )  # fmt: skip
+    state.optimizer_g.zero_grad(set_to_none=True)
+    g.l_g.backward()
+    state.optimizer_g.step()
+    with autocast(x.device):
+        passes = ddp.discriminator_passes(x, x_hat.detach())  # logits and features, real/fake
+        l_d = skip_discriminator_loss(*passes, w_lat=config.w_lat)
+    state.optimizer_d.zero_grad(set_to_none=True)
+    l_d.backward()
+    state.optimizer_d.step()
+    return _skip_detached(g, l_d)
+
+
+def _skip_detached(g: SkipGeneratorLosses, l_d: Tensor) -> dict[str, Tensor]:
+    losses = {"l_lat": g.l_lat, "l_con": g.l_con, "l_adv": g.l_adv, "l_g": g.l_g, "l_d": l_d}
+    return {name: value.detach() for name, value in losses.items()}
+
+
 def _detached(g: GeneratorLosses, l_d: Tensor) -> dict[str, Tensor]:
     losses = {"l_enc": g.l_enc, "l_con": g.l_con, "l_adv": g.l_adv, "l_g": g.l_g, "l_d": l_d}
     return {name: value.detach() for name, value in losses.items()}
@@ -188,13 +285,13 @@ def _detached(g: GeneratorLosses, l_d: Tensor) -> dict[str, Tensor]:
 
 def loss_values(losses: dict[str, Tensor]) -> dict[str, float]:
     """Losses as floats with one device sync; under torchrun, averaged over the ranks."""
-    values = distributed.average(torch.stack([losses[name].float() for name in LOSS_TERMS]))
-    return dict(zip(LOSS_TERMS, values.tolist(), strict=True))
+    values = distributed.average(torch.stack([value.float() for value in losses.values()]))
+    return dict(zip(losses, values.tolist(), strict=True))
 
 
 def check_finite(losses: dict[str, float], epoch: int, step: int) -> None:
     """Stop at the first non-finite loss, naming it."""
-    for name in LOSS_TERMS:
+    for name in losses:
         if not math.isfinite(losses[name]):
             raise TrainingError(
                 f"non-finite loss {name}={losses[name]} at epoch {epoch}, step {step}; "
@@ -247,8 +344,9 @@ def run_epoch(
     order = epoch_order(len(images), state.config.seed, state.epoch)
     order = distributed.shard(order).to(images.device)  # this rank's part (all of it alone)
     steps = len(order) // batch_size
+    terms = loss_terms(state.config)
     if state.step == 0:
-        state.partial = {**dict.fromkeys(LOSS_TERMS, 0.0), "d_reinits": 0.0, "seconds": 0.0}
+        state.partial = {**dict.fromkeys(terms, 0.0), "d_reinits": 0.0, "seconds": 0.0}
     every = state.config.checkpoint_every
     started = time.perf_counter()
     bar = tqdm(
@@ -263,7 +361,7 @@ def run_epoch(
         check_finite(losses, state.epoch + 1, step + 1)
         if maybe_reinit_discriminator(state, losses["l_d"]):
             state.partial["d_reinits"] += 1
-        for name in LOSS_TERMS:
+        for name in terms:
             state.partial[name] += losses[name]
         state.step = step + 1
         if step % 10 == 0:
@@ -279,7 +377,7 @@ def run_epoch(
             raise TrainingInterrupted(f"stopped at epoch {state.epoch + 1}, step {state.step}")
     seconds = state.partial["seconds"] + time.perf_counter() - started
     row: dict[str, float] = {"epoch": state.epoch + 1}
-    row.update({name: state.partial[name] / max(steps, 1) for name in LOSS_TERMS})
+    row.update({name: state.partial[name] / max(steps, 1) for name in terms})
     row["d_reinits"] = state.partial["d_reinits"]
     row["seconds"] = seconds
     # Under torchrun every rank trains `steps` batches of its own shard at the same time.
@@ -290,7 +388,9 @@ def run_epoch(
 
 
 @torch.no_grad()
-def recompute_batchnorm_statistics(module: nn.Module, images: Tensor, batch_size: int) -> None:
+def recompute_batchnorm_statistics(
+    module: nn.Module, images: Tensor, batch_size: int, reconstruct: nn.Module | None = None
+) -> None:
     """Replace BatchNorm running statistics by exact averages over `images` ("precise BN").
 
     The running averages lag the weights: they start at mean 0 / var 1 and forget with
@@ -299,6 +399,10 @@ def recompute_batchnorm_statistics(module: nn.Module, images: Tensor, batch_size
     dominates after several epochs, and eval-mode scores then invert (AUROC ~0.01 instead of
     ~0.99). One pass over the training images with a cumulative average fixes the statistics
     for the final weights; the weights themselves are untouched.
+
+    With `reconstruct` (a generator, run in eval mode), every batch is followed by its
+    reconstruction: Skip-GANomaly's D, which scores with its features, then gets statistics
+    over real images and reconstructions in equal parts, as it sees them in training.
     """
     layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [layer.momentum for layer in layers]
@@ -308,8 +412,14 @@ def recompute_batchnorm_statistics(module: nn.Module, images: Tensor, batch_size
     was_training = module.training
     module.train()
     steps = max(len(images) // batch_size, 1)
+    generator_was_training = reconstruct is not None and reconstruct.training
     for step in range(steps):
-        module(images[step * batch_size : (step + 1) * batch_size])
+        x = images[step * batch_size : (step + 1) * batch_size]
+        module(x)
+        if reconstruct is not None:
+            module(reconstruct.eval()(x))
+    if reconstruct is not None:
+        reconstruct.train(generator_was_training)
     for layer, momentum in zip(layers, momenta, strict=True):
         layer.momentum = momentum
     module.train(was_training)
@@ -358,6 +468,11 @@ def _train_epochs(
             recompute_batchnorm_statistics(
                 state.generator, images[sample.to(images.device)], batch_size
             )
+            if config.model == "skip-ganomaly":  # its score reads D's features too
+                recompute_batchnorm_statistics(
+                    state.discriminator, images[sample.to(images.device)], batch_size,
+                    reconstruct=state.generator,
+                )  # fmt: skip
         val_scores = score_val()
         row["val_score_median"] = float(np.median(val_scores))
         row["val_score_q99"] = float(np.quantile(val_scores, 0.99, method="higher"))

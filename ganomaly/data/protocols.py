@@ -2,9 +2,10 @@
 
 - normal-class K:  train on class K; test on the whole test split, normal iff class K.
 - anomaly-class K: train on every class but K; test on the whole test split, abnormal iff K.
-- paper K:         the reference code's split: pool the normal images (class != K) of the
-                   train and test splits, shuffle with the split seed, 80% train / 20% test,
-                   and add every class-K image (train and test) to the test set.
+- paper K:         the reference code's split with `--manualseed S`, to the image (see
+                   `paper_split`): pool the normal images (class != K) of the train then the
+                   test split, shuffle with the split seed, 80% train / 20% test, and add every
+                   class-K image (train then test) to the test set.
 
 A dataset without an official train/test split is first split per class, seeded, 80/20.
 """
@@ -63,6 +64,35 @@ def split_per_class(
     return pool.take(np.concatenate(first)), pool.take(np.concatenate(second))
 
 
+def paper_split(
+    pool: Labelled, target_class: int, split_seed: int, normal_classes: list[int]
+) -> OneClassSplit:
+    """The reference code's split (samet-akcay/ganomaly, lib/data.py,
+    `get_mnist_anomaly_dataset` / `get_cifar_anomaly_dataset` with `manualseed` != -1).
+
+    `pool` is the official train split followed by the official test split, in file order.
+    The normal images keep that order; `idx = np.arange(n)` is shuffled by numpy's legacy
+    generator seeded with the split seed (the reference calls `np.random.seed(S);
+    np.random.shuffle(idx)`; a private RandomState(S) draws the same numbers without touching
+    the global one); the first int(0.8 * n) of idx train, in idx order. The test set is the
+    rest of idx, then the class-K images of the train split, then those of the test split.
+    """
+    if not 0 <= split_seed < 2**32:
+        raise DataError(f"split seed {split_seed}: the paper protocol needs 0 <= seed < 2**32")
+    normal = np.flatnonzero(pool.labels != target_class)
+    idx = np.arange(len(normal))
+    np.random.RandomState(split_seed).shuffle(idx)
+    cut = int(len(idx) * TRAIN_SHARE)
+    abnormal = np.flatnonzero(pool.labels == target_class)
+    test = pool.take(np.concatenate([normal[idx[cut:]], abnormal]))
+    return OneClassSplit(
+        train=pool.take(normal[idx[:cut]]),
+        test=test,
+        test_is_abnormal=(test.labels == target_class).astype(np.int64),
+        normal_classes=normal_classes,
+    )
+
+
 def one_class_split(
     protocol: str,
     target_class: int,
@@ -79,17 +109,7 @@ def one_class_split(
     normal_classes = [c for c in classes if c != target_class]
     if protocol == "paper":
         pool = train if test is None else Labelled.concat([train, test])
-        normal = np.flatnonzero(pool.labels != target_class)
-        normal = normal[np.random.default_rng(split_seed).permutation(len(normal))]
-        cut = int(round(TRAIN_SHARE * len(normal)))
-        abnormal = np.flatnonzero(pool.labels == target_class)
-        test_part = pool.take(np.concatenate([np.sort(normal[cut:]), abnormal]))
-        return OneClassSplit(
-            train=pool.take(np.sort(normal[:cut])),
-            test=test_part,
-            test_is_abnormal=(test_part.labels == target_class).astype(np.int64),
-            normal_classes=normal_classes,
-        )
+        return paper_split(pool, target_class, split_seed, normal_classes)
     if test is None:
         train, test = split_per_class(train, split_seed)
     if protocol == "normal-class":
