@@ -255,9 +255,15 @@ def _decode(props: dict[str, str], source: str) -> dict[str, Any]:
     supported = ", ".join(map(str, SUPPORTED_METADATA_VERSIONS))
     if version not in SUPPORTED_METADATA_VERSIONS:
         found = "none" if version is None else repr(version)
+        newer = isinstance(version, int) and version > max(SUPPORTED_METADATA_VERSIONS)
+        advice = (
+            "upgrade the ganomaly package to read it"
+            if newer
+            else "export the model again with this version's `ganomaly export`"
+        )
         raise OnnxModelError(
             f"{source}: ganomaly metadata version {found} is not one this runtime reads "
-            f"({supported}); export the model again with this version's `ganomaly export`"
+            f"({supported}); {advice}"
         )
     if meta.get("format") != METADATA_FORMAT:
         raise OnnxModelError(
