@@ -317,11 +317,11 @@ def test_files_without_metadata_or_of_another_version_are_refused(
         "no metadata": (every_key, "no ganomaly metadata in this ONNX file"),
         "no version": (
             {"ganomaly.metadata_version": None},
-            "ganomaly metadata version none is not one this runtime reads (1)",
+            "ganomaly metadata version none is not one this runtime reads (1); export",
         ),
         "future version": (
             {"ganomaly.metadata_version": "2"},
-            "ganomaly metadata version 2 is not one this runtime reads (1)",
+            "ganomaly metadata version 2 is not one this runtime reads (1); upgrade",
         ),
         "damaged": (
             {"ganomaly.threshold": '"high"'},
