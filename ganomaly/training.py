@@ -13,8 +13,8 @@ D's real and fake passes are separate forward calls, so each gets its own BatchN
 Speed (see docs/performance.md; tests/test_fast_paths.py checks the step equal to a plain
 one): networks and batches in channels_last, fused Adam, one D pass each over x and x_hat
 serving both losses, each backward computing only the gradients of the network its loss
-trains (none thrown away), bf16 autocast on CUDA. Under torchrun the step runs through
-DistributedDataParallel with a third D pass (see `_ddp_train_step` and
+trains (none thrown away), bf16 autocast where `--precision` asks for it. Under torchrun the
+step runs through DistributedDataParallel with a third D pass (see `_ddp_train_step` and
 ganomaly/distributed.py).
 """
 
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ganomaly import distributed
 from ganomaly.config import DetectorConfig
+from ganomaly.hardware import resolve_precision
 from ganomaly.losses import GeneratorLosses, discriminator_loss, generator_losses
 from ganomaly.model import Discriminator, Generator
 
@@ -85,12 +86,11 @@ def make_optimizers(
     )
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA GPUs that support it (no GradScaler needed); off elsewhere.
-
-    On CPU, bf16 convolutions are slower than float32 on machines without AMX/AVX512-BF16.
-    """
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+def autocast(device: torch.device, precision: str) -> Any:
+    """bf16 autocast when the `precision` setting means bf16 on `device` (see
+    `ganomaly.hardware.resolve_precision`), off for fp32. bf16 keeps float32's exponent
+    range, so no GradScaler is needed; weights and optimizer state stay float32."""
+    enabled = resolve_precision(precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -124,7 +124,7 @@ def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
         return _ddp_train_step(state, x, state.ddp)
     generator, discriminator = state.generator, state.discriminator
     weights = state.config.w_adv, state.config.w_con, state.config.w_enc
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         x_hat, z, z_hat = generator(x)
         features_real = discriminator.features(x)
         features_fake = discriminator.features(x_hat)
@@ -147,7 +147,7 @@ def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -
     DDP), so no D gradient from L_G exists to be all-reduced."""
     discriminator = state.discriminator
     weights = state.config.w_adv, state.config.w_con, state.config.w_enc
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         x_hat, z, z_hat = ddp.generator(x)
         features_real = discriminator.features(x)
         _set_requires_grad(discriminator, False)
@@ -157,7 +157,7 @@ def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -
     state.optimizer_g.zero_grad(set_to_none=True)
     g.l_g.backward()
     state.optimizer_g.step()
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         l_d = discriminator_loss(*ddp.discriminator_passes(features_real, x_hat.detach()))
     state.optimizer_d.zero_grad(set_to_none=True)
     l_d.backward()
