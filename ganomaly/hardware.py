@@ -19,7 +19,8 @@ import torch
 
 from ganomaly.config import PRECISIONS
 
-# /proc/cpuinfo flags of the x86 instructions that compute in bfloat16 (not just convert).
+CPUINFO = Path("/proc/cpuinfo")
+# Its flags for the x86 instructions that compute in bfloat16 (not merely convert to it).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -28,7 +29,7 @@ def _cpu_has_native_bf16() -> bool:
     try:
         flags = {
             flag
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            for line in CPUINFO.read_text().splitlines()
             if line.startswith("flags")
             for flag in line.split(":", 1)[1].split()
         }
