@@ -97,32 +97,60 @@ def sync(device: torch.device) -> None:
 # -- (a) the peak ---------------------------------------------------------------------------
 @dataclass
 class PeakKernel:
-    """One candidate for the peak: `run()` performs `flops` floating-point operations."""
+    """One candidate for the peak: the call `setup()` returns performs `flops` floating-point
+    operations. Operands are made by `setup`, one kernel at a time, so the peak adds no more
+    than one kernel's operands to the bench's peak memory."""
 
     name: str
     library: str  # what PyTorch dispatches it to on this device and dtype
     flops: float
-    run: Callable[[], object]
+    setup: Callable[[], Callable[[], object]]
+
+
+def _mm_kernel(
+    name: str, library: str, n: int, device: torch.device, dtype: torch.dtype
+) -> PeakKernel:
+    def setup() -> Callable[[], object]:
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        return lambda: torch.mm(a, b, out=out)
+
+    return PeakKernel(name, library, 2.0 * n**3, setup)
+
+
+def _onednn_linear_kernel(n: int, dtype: torch.dtype) -> PeakKernel:
+    """oneDNN's inner product on oneDNN-layout tensors: its own matmul, apart from MKL's sgemm."""
+
+    def setup() -> Callable[[], object]:
+        x, weight = (torch.randn(n, n, dtype=dtype).to_mkldnn() for _ in range(2))
+        linear = torch._C._nn.mkldnn_linear  # type: ignore[attr-defined]
+        return lambda: linear(x, weight, None)
+
+    return PeakKernel(f"onednn_linear_{n}", "oneDNN", 2.0 * n**3, setup)
 
 
 def _conv_kernel(
     name: str, library: str, batch: int, c_in: int, c_out: int, size: int, kernel: int,
     stride: int, device: torch.device, dtype: torch.dtype,
 ) -> PeakKernel:  # fmt: skip
-    """A channels_last convolution, forward (the layout and mode GANomaly trains in)."""
+    """A channels_last convolution, forward (the layout GANomaly trains in)."""
     padding = {1: 0, 3: 1, 4: 1}[kernel]
-    x = torch.randn(batch, c_in, size, size, device=device, dtype=dtype)
-    x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(c_out, c_in, kernel, kernel, device=device, dtype=dtype)
-    weight = weight.contiguous(memory_format=torch.channels_last)
     out_size = (size + 2 * padding - kernel) // stride + 1
     flops = 2.0 * batch * c_out * c_in * kernel * kernel * out_size * out_size
 
-    def run() -> object:
-        with torch.inference_mode():
-            return F.conv2d(x, weight, stride=stride, padding=padding)
+    def setup() -> Callable[[], object]:
+        x = torch.randn(batch, c_in, size, size, device=device, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(c_out, c_in, kernel, kernel, device=device, dtype=dtype)
+        weight = weight.contiguous(memory_format=torch.channels_last)
 
-    return PeakKernel(name, library, flops, run)
+        def run() -> object:
+            with torch.inference_mode():
+                return F.conv2d(x, weight, stride=stride, padding=padding)
+
+        return run
+
+    return PeakKernel(name, library, flops, setup)
 
 
 def peak_kernels(device: torch.device, precision: str) -> list[PeakKernel]:
@@ -136,25 +164,12 @@ def peak_kernels(device: torch.device, precision: str) -> list[PeakKernel]:
         blas = "MKL sgemm" if torch.backends.mkl.is_available() else "BLAS sgemm"
         gemm, conv = (blas if precision == "fp32" else "oneDNN matmul"), "oneDNN"
     scale = 8 if cuda else 1  # a GPU needs more work per call to reach its peak
-    kernels = []
-    for n in (4096, 8192) if cuda else (2048, 4096):
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        out = torch.empty(n, n, device=device, dtype=dtype)
-        kernels.append(
-            PeakKernel(
-                f"mm_{n}", gemm, 2.0 * n**3, lambda a=a, b=b, out=out: torch.mm(a, b, out=out)
-            )
-        )
+    kernels = [
+        _mm_kernel(f"mm_{n}", gemm, n, device, dtype)
+        for n in ((4096, 8192) if cuda else (2048, 4096))
+    ]
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        # oneDNN's inner product on oneDNN-layout tensors: its matmul, apart from MKL's sgemm
-        n = 4096
-        x = torch.randn(n, n, dtype=dtype).to_mkldnn()
-        weight = torch.randn(n, n, dtype=dtype).to_mkldnn()
-        linear = torch._C._nn.mkldnn_linear  # type: ignore[attr-defined]
-        kernels.append(
-            PeakKernel(f"onednn_linear_{n}", "oneDNN", 2.0 * n**3, lambda: linear(x, weight, None))
-        )
+        kernels.append(_onednn_linear_kernel(4096, dtype))
     kernels += [
         _conv_kernel("conv3x3", conv, 32 * scale, 256, 256, 28, 3, 1, device, dtype),
         _conv_kernel("conv1x1", conv, 32 * scale, 512, 512, 28, 1, 1, device, dtype),
@@ -166,17 +181,18 @@ def peak_kernels(device: torch.device, precision: str) -> list[PeakKernel]:
 def best_gflops(kernel: PeakKernel, device: torch.device, repeats: int) -> float:
     """Best GFLOP/s of `repeats` timed windows, after a warm-up call (oneDNN and cuDNN pick
     and compile their kernels on the first one)."""
-    kernel.run()
+    run = kernel.setup()
+    run()
     sync(device)
     started = time.perf_counter()
-    kernel.run()
+    run()
     sync(device)
     calls = max(1, math.ceil(PEAK_WINDOW_S / (time.perf_counter() - started)))
     best = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
         for _ in range(calls):
-            kernel.run()
+            run()
         sync(device)
         best = max(best, calls * kernel.flops / (time.perf_counter() - started) / 1e9)
     return best

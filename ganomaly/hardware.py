@@ -37,7 +37,7 @@ def _cpu_has_native_bf16() -> bool:
         flags = set()
     if flags:
         return any(flag in flags for flag in BF16_CPU_FLAGS)
-    # No /proc/cpuinfo (macOS, Windows): ask PyTorch's own CPU detection. Its public
+    # No x86 flags to read (macOS, Windows, Arm): ask PyTorch's own CPU detection. Its public
     # get_cpu_capability() names only the vector width (e.g. "AVX512"), so the bf16 and AMX
     # probes of torch.cpu are used where this PyTorch has them.
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
