@@ -24,6 +24,7 @@ PROTOCOLS = ("normal-class", "anomaly-class", "paper", "mvtec", "folder")
 SCORE_METRICS = ("l2", "l1")
 BN_MODES = ("eval", "batch")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 # A saved model scores on the CPU unless told otherwise (predict, evaluate, serve, load):
@@ -102,6 +103,12 @@ class DetectorConfig:
     # Runtime
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     threads: int | None = _f(None, "CPU threads for PyTorch; default: all cores")
+    precision: str = _f(
+        "auto",
+        "training arithmetic: fp32, bf16 (autocast), or auto = bf16 on a CUDA GPU with bf16, "
+        "fp32 on CPUs (see docs/performance.md); scoring is always fp32",
+        choices=PRECISIONS,
+    )
     progress: bool = _f(True, "show progress bars")
 
     def __post_init__(self) -> None:

@@ -13,8 +13,8 @@ D's real and fake passes are separate forward calls, so each gets its own BatchN
 Speed (see docs/performance.md; tests/test_fast_paths.py checks the step equal to a plain
 one): networks and batches in channels_last, fused Adam, one D pass each over x and x_hat
 serving both losses, each backward computing only the gradients of the network its loss
-trains (none thrown away), bf16 autocast on CUDA. Under torchrun the step runs through
-DistributedDataParallel with a third D pass (see `_ddp_train_step` and
+trains (none thrown away), bf16 autocast where `--precision` asks for it. Under torchrun the
+step runs through DistributedDataParallel with a third D pass (see `_ddp_train_step` and
 ganomaly/distributed.py).
 """
 
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ganomaly import distributed
 from ganomaly.config import DetectorConfig
+from ganomaly.hardware import resolve_precision
 from ganomaly.losses import (
     GeneratorLosses,
     SkipGeneratorLosses,
@@ -99,12 +100,11 @@ def make_optimizers(
     )
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA GPUs that support it (no GradScaler needed); off elsewhere.
-
-    On CPU, bf16 convolutions are slower than float32 on machines without AMX/AVX512-BF16.
-    """
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+def autocast(device: torch.device, precision: str) -> Any:
+    """bf16 autocast when the `precision` setting means bf16 on `device` (see
+    `ganomaly.hardware.resolve_precision`), off for fp32. bf16 keeps float32's exponent
+    range, so no GradScaler is needed; weights and optimizer state stay float32."""
+    enabled = resolve_precision(precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -160,7 +160,7 @@ def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
         return _ddp_train_step(state, x, state.ddp)
     generator, discriminator = state.generator, state.discriminator
     weights = state.config.w_adv, state.config.setting("w_con"), state.config.w_enc
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         x_hat, z, z_hat = generator(x)
         features_real = discriminator.features(x)
         features_fake = discriminator.features(x_hat)
@@ -183,7 +183,7 @@ def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -
     DDP), so no D gradient from L_G exists to be all-reduced."""
     discriminator = state.discriminator
     weights = state.config.w_adv, state.config.setting("w_con"), state.config.w_enc
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         x_hat, z, z_hat = ddp.generator(x)
         features_real = discriminator.features(x)
         discriminator.requires_grad_(False)
@@ -193,7 +193,7 @@ def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -
     state.optimizer_g.zero_grad(set_to_none=True)
     g.l_g.backward()
     state.optimizer_g.step()
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         l_d = discriminator_loss(*ddp.discriminator_passes(features_real, x_hat.detach()))
     state.optimizer_d.zero_grad(set_to_none=True)
     l_d.backward()
@@ -221,7 +221,7 @@ def skip_train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
         return _ddp_skip_train_step(state, x, state.ddp)
     config = state.config
     generator, discriminator = state.generator, state.discriminator
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         x_hat = generator(x)  # (B, C, H, W)
         features_real = discriminator.features(x)  # (B, nz, 1, 1)
         features_fake = discriminator.features(x_hat)
@@ -250,7 +250,7 @@ def _ddp_skip_train_step(
     with D frozen, then L_D through D's (`SkipDiscriminatorPasses`), so each backward
     all-reduces only the gradients of the network it trains."""
     config, discriminator = state.config, state.discriminator
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         x_hat = ddp.generator(x)
         discriminator.requires_grad_(False)
         features_real = discriminator.features(x)
@@ -264,7 +264,7 @@ def _ddp_skip_train_step(
     state.optimizer_g.zero_grad(set_to_none=True)
     g.l_g.backward()
     state.optimizer_g.step()
-    with autocast(x.device):
+    with autocast(x.device, state.config.precision):
         passes = ddp.discriminator_passes(x, x_hat.detach())  # logits and features, real/fake
         l_d = skip_discriminator_loss(*passes, w_lat=config.w_lat)
     state.optimizer_d.zero_grad(set_to_none=True)

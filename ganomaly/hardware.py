@@ -1,0 +1,81 @@
+"""What the hardware runs natively, and the training precision that follows from it.
+
+Training may run under bf16 autocast (`--precision`); scoring is always float32, so a score
+never depends on the precision a model was trained with.
+
+    >>> resolve_precision("auto", torch.device("cuda"))   # on a GPU with bf16
+    'bf16'
+    >>> resolve_precision("auto", torch.device("cpu"))
+    'fp32'
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import torch
+
+from ganomaly.config import PRECISIONS
+
+CPUINFO = Path("/proc/cpuinfo")
+# Its flags for the x86 instructions that compute in bfloat16 (not merely convert to it).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = {
+            flag
+            for line in CPUINFO.read_text().splitlines()
+            if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()
+        }
+    except OSError:
+        flags = set()
+    if flags:
+        return any(flag in flags for flag in BF16_CPU_FLAGS)
+    # No x86 flags to read (macOS, Windows, Arm): ask PyTorch's own CPU detection. Its public
+    # get_cpu_capability() names only the vector width (e.g. "AVX512"), so the bf16 and AMX
+    # probes of torch.cpu are used where this PyTorch has them.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    if any(getattr(torch.cpu, name, lambda: False)() for name in probes):
+        return True
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    return "BF16" in capability or "AMX" in capability
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX (detected from the CPU's flags, not guessed from its vendor).
+
+    Elsewhere bf16 autocast still gives correct results, emulated and slower than float32.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return _cpu_has_native_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The training precision `precision` ("auto", "fp32" or "bf16") means on `device`:
+    "fp32" or "bf16".
+
+    "auto" is bf16 on a CUDA GPU with native bf16 and fp32 everywhere else, CPUs included
+    (see the bf16 section of docs/performance.md for the measurements behind that choice).
+    "bf16" is honoured on any device; without native support it warns that it will be slower.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        warnings.warn(
+            f"--precision bf16 on a {device.type} without native bfloat16 (AVX512-BF16, AMX or "
+            "a bf16 GPU): results are correct but training is slower than fp32",
+            stacklevel=2,
+        )
+    return precision
