@@ -22,8 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -75,6 +76,36 @@ def _show_image(ax: Axes, image: np.ndarray, extent: tuple[float, float, float, 
         ax.imshow(image[0], cmap="gray", vmin=0.0, vmax=1.0, extent=extent)
     else:
         ax.imshow(image.transpose(1, 2, 0), extent=extent)
+
+
+# Blank columns between the tiles of a mosaic row.
+TILE_GAP = 0.08  # of a tile's width
+
+
+def _mosaic(tiles: np.ndarray, gap: int) -> np.ndarray:
+    """(n, H, W) or (n, H, W, 3) tiles side by side with `gap` NaN columns between them: one
+    image per row of a figure, so a grid costs one axes per row, not one per tile (matplotlib's
+    layout time grows with the number of axes; 48 tiny axes took most of a run's figure time)."""
+    n, h, w = tiles.shape[:3]
+    mosaic = np.full((h, n * (w + gap) - gap, *tiles.shape[3:]), np.nan)
+    for j in range(n):
+        mosaic[:, j * (w + gap) : j * (w + gap) + w] = tiles[j]
+    return mosaic
+
+
+def _show_row(ax: Axes, images: np.ndarray, gap: int, **heat: Any) -> Any:
+    """Draw (n, C, H, W) images in [0, 1] as one mosaic row (gray for one channel, RGB for
+    three), or, with `heat` (imshow keywords such as cmap), (n, H, W) maps on that scale;
+    the gaps are white."""
+    if heat:
+        cmap = matplotlib.colormaps[heat.pop("cmap")].with_extremes(bad="white")
+        return ax.imshow(_mosaic(images, gap), cmap=cmap, interpolation="nearest", **heat)
+    if images.shape[1] == 1:
+        gray = matplotlib.colormaps["gray"].with_extremes(bad="white")
+        mosaic = _mosaic(images[:, 0], gap)
+        return ax.imshow(mosaic, cmap=gray, vmin=0.0, vmax=1.0, interpolation="nearest")
+    rgb = _mosaic(images.transpose(0, 2, 3, 1), gap)
+    return ax.imshow(np.nan_to_num(rgb, nan=1.0), interpolation="nearest")
 
 
 def _bare(ax: Axes) -> None:
@@ -166,22 +197,18 @@ def restoration_grid(
         raise ValueError(f"x and x_hat differ in shape: {x.shape} vs {x_hat.shape}")
     n, _, h, w = x.shape
     diff = np.abs(x - x_hat).mean(axis=1)  # (n, H, W)
+    gap = max(1, round(TILE_GAP * w))
     fig = Figure(figsize=(1.3 * n + 1.6, 4.4), layout="constrained")
     fig.suptitle(title)
-    axes = fig.subplots(3, n, squeeze=False)
-    extent = (0.0, float(w), float(h), 0.0)
-    heat = None
-    for j in range(n):
-        _show_image(axes[0, j], x[j], extent)
-        _show_image(axes[1, j], x_hat[j], extent)
-        heat = axes[2, j].imshow(diff[j], cmap="hot", vmin=0.0, vmax=1.0, extent=extent)
-        for ax in axes[:, j]:
-            _bare(ax)
+    axes = fig.subplots(3, 1, squeeze=False)[:, 0]
+    _show_row(axes[0], x, gap)
+    _show_row(axes[1], x_hat, gap)
+    heat = _show_row(axes[2], diff, gap, cmap="hot", vmin=0.0, vmax=1.0)
     row_labels = ["input x", "reconstruction $\\hat{x}$", "$|x - \\hat{x}|$"]
-    for ax, label in zip(axes[:, 0], row_labels, strict=True):
+    for ax, label in zip(axes, row_labels, strict=True):
+        _bare(ax)
         ax.set_ylabel(label)
-    assert heat is not None  # n >= 1 was checked
-    fig.colorbar(heat, ax=axes[2, :].tolist(), shrink=0.9, label="mean abs. error")
+    fig.colorbar(heat, ax=axes[2], shrink=0.9, label="mean abs. error")
     return _save(fig, path)
 
 
@@ -438,29 +465,33 @@ def outcome_galleries(
         raise ValueError("images and scores differ in length")
     scores = np.asarray(scores, dtype=np.float64)
     _, _, h, w = images.shape
-    extent = (0.0, float(w), float(h), 0.0)
+    gap = max(1, round(TILE_GAP * w))
     # At least 7.5 in wide so the row titles fit even with few tiles per row.
     fig = Figure(figsize=(max(7.5, 1.35 * per_outcome + 0.6), 7.6), layout="constrained")
-    fig.suptitle("Outcomes at the threshold (tile titles: anomaly score)", fontweight="bold")
-    # squeeze=False always gives an array; the cast tells mypy so.
-    rows = cast(np.ndarray, fig.subfigures(4, 1, squeeze=False))[:, 0]
-    for row, (key, title, label, is_flagged, _) in zip(rows, _OUTCOMES, strict=True):
+    fig.suptitle("Outcomes at the threshold (scores under the tiles)", fontweight="bold")
+    axes = fig.subplots(4, 1, squeeze=False)[:, 0]
+    for ax, (key, title, label, is_flagged, _) in zip(axes, _OUTCOMES, strict=True):
         indices, count = picks[key]
         correct = label == int(is_flagged)
-        row.suptitle(
+        ax.set_title(
             f"{title} — {count} image{'s' if count != 1 else ''}",
             fontsize=10,
             color="black" if correct else ABNORMAL_COLOR,
         )
-        axes = row.subplots(1, per_outcome, squeeze=False)[0]
-        for ax in axes:
-            _bare(ax)
+        _bare(ax)
+        # Every row spans per_outcome tiles, so tiles line up across rows.
+        ax.set_xlim(-0.5, per_outcome * (w + gap) - gap - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
         if indices.size == 0:
-            row.text(0.5, 0.45, "none", ha="center", va="center", color="0.35", fontsize=12)
+            ax.text(0.5, 0.5, "none", ha="center", va="center", color="0.35", fontsize=12,
+                    transform=ax.transAxes)  # fmt: skip
             continue
-        for ax, i in zip(axes, indices, strict=False):
-            _show_image(ax, images[i], extent)
-            ax.set_title(f"{scores[i]:.4g}", fontsize=8)
+        _show_row(ax, images[indices], gap)
+        ax.set_xlim(-0.5, per_outcome * (w + gap) - gap - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        for j, i in enumerate(indices):
+            ax.text(j * (w + gap) + (w - 1) / 2, h + 0.5, f"{scores[i]:.4g}", ha="center",
+                    va="top", fontsize=8)  # fmt: skip
     return _save(fig, path)
 
 
