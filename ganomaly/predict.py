@@ -141,25 +141,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the `predict` sub-command."""
+    from ganomaly.cli import describe
+
     parser = subparsers.add_parser(
-        "predict",
-        help="score images, folders and globs with a saved model",
-        description="Score images with a trained model. Prints a table, or writes CSV / JSON "
-        "with the columns path, score (raw), normalized_score, is_anomaly. Exit code 1 when "
-        "some inputs could not be scored.",
+        "predict", help="score images, folders and globs with a saved model"
+    )
+    describe(
+        parser,
+        "Score images with a trained model. Prints a table, or writes CSV / JSON with the "
+        "columns path, score (raw), normalized_score, is_anomaly, error: one row per input; a "
+        "file that cannot be read gets its error and the others are still scored (exit code "
+        "1 when some could not be).",
+        """
+  ganomaly predict runs/parts new_parts/                    # a folder, recursively
+  ganomaly predict runs/parts 'batch_07/*.png' --csv scores.csv
+  ganomaly predict runs/parts/model.pt part.png --maps overlays/ --json -
+""",
     )
     parser.add_argument("model", metavar="RUN_DIR|MODEL", help="a run directory or a model.pt")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, globs")
     parser.add_argument("--csv", metavar="FILE", help="write results as CSV ('-' = stdout)")
     parser.add_argument("--json", metavar="FILE", help="write results as JSON ('-' = stdout)")
     parser.add_argument("--maps", metavar="DIR", help="write anomaly-map overlays (PNG) here")
-    parser.add_argument("--batch-size", type=int, default=64, help="scoring batch size")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="scoring batch size (default: %(default)s)"
+    )
     parser.add_argument(
         "--device",
         default=INFERENCE_DEVICE,
         help=f"cpu, cuda or cuda:N (default: {INFERENCE_DEVICE})",
     )
     parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show a progress bar (default: on)",
     )
     parser.set_defaults(handler=cmd_predict)

@@ -55,6 +55,9 @@ figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radi
          padding: 12px; }
 figure img { display: block; width: 100%; height: auto; }
 figcaption { color: var(--muted); font-size: 0.9rem; margin-top: 8px; }
+.steps p { margin: 10px 0 4px; }
+.steps pre { margin: 0; padding: 8px 12px; background: #fff; border: 1px solid var(--line);
+             border-radius: 8px; overflow-x: auto; }
 footer { color: var(--muted); font-size: 0.8rem; margin-top: 40px; }
 """
 
@@ -131,6 +134,7 @@ def write_report(
     config: Mapping[str, Any],
     figures: Sequence[tuple[str, str]],
     card: Mapping[str, Any] | None = None,
+    next_steps: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
@@ -142,6 +146,7 @@ def write_report(
             level, or the first nested key of that name) make up the title.
         figures: ``(path relative to run_dir, caption)`` pairs, shown in this order.
         card: the model card (``GANomalyDetector.model_card()``), shown as its own table.
+        next_steps: ``(what, command)`` pairs shown under "Next steps", before the metrics.
 
     The file is written to a temporary name and renamed, so a crash never leaves a
     half-written report over a previous one.
@@ -155,6 +160,10 @@ def write_report(
         f"<figcaption>{escape(caption)}</figcaption></figure>"
         for src, caption in figures
     )
+    steps_html = "\n".join(
+        f"<p>{escape(what)}</p><pre><code>{escape(command)}</code></pre>"
+        for what, command in next_steps
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -167,6 +176,7 @@ def write_report(
 <main>
 <h1>{escape(title)}</h1>
 <p class="sub">Run directory: {escape(run_dir.name)} · generated {generated}</p>
+{f'<h2>Next steps</h2>{chr(10)}<div class="steps">{steps_html}</div>' if steps_html else ""}
 <h2>Metrics</h2>
 {_table(list(_flatten(metrics)), mark_oracle=True)}
 <h2>Figures</h2>

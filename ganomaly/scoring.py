@@ -192,9 +192,13 @@ def fit_threshold(val_scores: np.ndarray, quantile: float, fixed: float | None) 
     else:
         threshold, q = float(np.quantile(scores, quantile, method="higher")), quantile
         if quantile < 1.0 and scores.size < 1.0 / (1.0 - quantile):
+            # The chance that a new normal image scores above the largest of n is 1 / (n + 1).
             notes.append(
                 f"only {scores.size} validation images: the {quantile:g} quantile is simply "
-                "their maximum"
+                f"their maximum ({threshold:.4g}), so about 1 in {scores.size + 1} normal "
+                f"images will be flagged, not 1 in {round(1 / (1 - quantile))}; hold out more "
+                "(--val-fraction), add labelled validation images (--val-dir), or set "
+                "--threshold"
             )
     if threshold <= median:
         notes.append("threshold <= median of validation scores: normalized scores are degenerate")

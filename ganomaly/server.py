@@ -587,11 +587,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the `serve` sub-command."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="HTTP scoring service with a web page",
-        description="Serve a model over HTTP: POST /v1/score, GET /v1/model, GET /healthz, and a "
-        "web page at /. The model is loaded once.",
+    from ganomaly.cli import describe
+
+    parser = subparsers.add_parser("serve", help="HTTP scoring service with a web page")
+    describe(
+        parser,
+        "Serve a model over HTTP: POST /v1/score (multipart fields named 'file'), GET "
+        "/v1/model, GET /healthz, and a web page at /. The model is loaded once.",
+        """
+  ganomaly serve runs/parts                                 # http://127.0.0.1:8000/
+  ganomaly serve runs/parts --host 0.0.0.0 --port 8080 --api-key-env GANOMALY_API_KEY
+  curl -F file=@part.png http://127.0.0.1:8000/v1/score
+""",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR|MODEL", help="a run directory or a model.pt")
     parser.add_argument(
@@ -623,6 +630,9 @@ def register(subparsers: Any) -> None:
         "--device", default=INFERENCE_DEVICE, help="cpu, cuda or cuda:N (default: %(default)s)"
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="server log detail (default: %(default)s)",
     )
     parser.set_defaults(handler=cmd_serve)

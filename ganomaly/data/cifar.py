@@ -94,7 +94,8 @@ def _from_tarball(tarball: Path) -> Source:
     return Source(train, _labelled([parts[TEST_BATCH]], "test"), "pickle:cifar10", [tarball])
 
 
-def _find(roots: list[Path]) -> Path | None:
+def find_cifar10(roots: list[Path]) -> Path | None:
+    """The unpacked batches folder or the tarball in the first root that has one, or None."""
     for root in roots:
         for sub in _SUBDIRS:
             folder = root / sub / FOLDER
@@ -108,7 +109,7 @@ def _find(roots: list[Path]) -> Path | None:
 def load_cifar10(data_dir: str | None) -> Source:
     """CIFAR-10 by the search order, else the canonical tarball (md5-checked)."""
     roots = search_roots(data_dir)
-    found = _find(roots)
+    found = find_cifar10(roots)
     if found is not None:
         return _from_folder(found) if found.is_dir() else _from_tarball(found)
     try:

@@ -7,12 +7,15 @@ MVTec AD, as its archive unpacks (one folder per category):
     <data-dir>/<category>/test/<defect>/NNN.png     abnormal
     <data-dir>/<category>/ground_truth/<defect>/NNN_mask.png
 
-A user's folder (`--data folder --data-dir D`):
+A user's folder (`--data folder --data-dir D`, or `--data-dir D` alone):
 
     D/train/**            normal images, nested folders allowed
-    D/test/good/**        normal
-    D/test/<name>/**      abnormal, class <name>
-    D/ground_truth/<name>/<same relative path>_mask.png     optional masks
+    D/test/good/**        normal                                   (test/ is optional:
+    D/test/<name>/**      abnormal, class <name>                    without it the run
+    D/ground_truth/<name>/<same relative path>_mask.png              trains on normal images
+                                                                     only, with no test set)
+or a plain tree of images (no train/ or test/): every image is normal, there is no test set.
+To evaluate, a labelled set is enough: D/test/ as above, or D/good/ + D/<name>/ folders.
 
 Every mask must belong to a test image (same relative path, stem + "_mask"); for MVTec every
 defect image must have one. MVTec AD's licence (CC BY-NC-SA 4.0) does not allow
@@ -36,6 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from ganomaly.data.errors import DataError
+from ganomaly.data.layout import (
+    MVTEC_SUBDIRS,
+    NORMAL,
+    detect_layout,
+    mvtec_category_dirs,
+    not_a_training_folder,
+    plain_tree_images,
+)
 from ganomaly.data.locate import cache_dir, file_digest, search_roots
 from ganomaly.images import (
     DEFAULT_MAX_PIXELS,
@@ -44,9 +55,6 @@ from ganomaly.images import (
     check_images,
     find_images,
 )
-
-MVTEC_SUBDIRS = ("", "mvtec", "mvtec_anomaly_detection", "mvtec_ad")
-NORMAL = "good"
 
 
 @dataclass
@@ -124,13 +132,18 @@ def leave_out_bad(
 
 
 def _masks(
-    root: Path, test: list[Path], classes: list[str], required: bool, problems: dict[Path, str]
+    root: Path,
+    test_dir: Path | None,
+    test: list[Path],
+    classes: list[str],
+    required: bool,
+    problems: dict[Path, str],
 ) -> list[Path | None]:
     """Match ground_truth/<class>/<rel>_mask.<ext> to test/<class>/<rel>.<ext>."""
+    if test_dir is None:
+        return []
     gt_root = root / "ground_truth"
-    by_key = {
-        (p.relative_to(root / "test").with_suffix("").as_posix()): i for i, p in enumerate(test)
-    }
+    by_key = {(p.relative_to(test_dir).with_suffix("").as_posix()): i for i, p in enumerate(test)}
     masks: list[Path | None] = [None] * len(test)
     for mask in _images(gt_root, problems):
         rel = mask.relative_to(gt_root).with_suffix("").as_posix()
@@ -163,34 +176,47 @@ def _masks(
 
 def read_folder_set(
     root: Path,
-    train_dir: Path,
+    train: list[Path] | Path | None,
+    test_dir: Path | None,
     masks_required: bool,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    problems: dict[Path, str] | None = None,
 ) -> FolderSet:
-    """List a folder dataset rooted at `root` (train images under `train_dir`) and check that
-    every file decodes (see the module's notes on `skip_bad`)."""
-    problems: dict[Path, str] = {}
-    train = _images(train_dir, problems)
-    if not train and not problems:
+    """List a folder dataset rooted at `root` and check that every file decodes (see the
+    module's notes on `skip_bad`).
+
+    `train`: a folder of training images, the images themselves, or None (evaluation: no
+    training images). `test_dir`: a labelled folder (good/ + defect folders), or None (no
+    test set: training on normal images only). `problems`: folders that could not be listed
+    while finding `train`'s images, reported with the bad files.
+    """
+    problems = dict(problems or {})
+    train_dir = train if isinstance(train, Path) else root
+    train_files = _images(train, problems) if isinstance(train, Path) else list(train or [])
+    if train is not None and not train_files and not problems:
         raise DataError(f"{train_dir}: no training images ({IMAGE_KINDS})")
-    test, classes = labelled_folder(root / "test", "test folder", problems)
-    masks = _masks(root, test, classes, masks_required, problems)
-    listed = [*train, *test, *(m for m in masks if m is not None)]
+    test: list[Path] = []
+    classes: list[str] = []
+    if test_dir is not None:
+        test, classes = labelled_folder(test_dir, "test folder", problems)
+    masks = _masks(root, test_dir, test, classes, masks_required, problems)
+    listed = [*train_files, *test, *(m for m in masks if m is not None)]
     bad = leave_out_bad(listed, problems, root, skip_bad, max_pixels)
     if bad:
-        train = [p for p in train if p not in bad]
-        if not train:
+        train_files = [p for p in train_files if p not in bad]
+        if train is not None and not train_files:
             raise DataError(f"{train_dir}: no readable training images ({len(bad)} left out)")
         keep = [i for i, p in enumerate(test) if p not in bad and masks[i] not in bad]
         test, classes = [test[i] for i in keep], [classes[i] for i in keep]
         masks = [masks[i] for i in keep]
-        _require_normal(classes, root / "test", "test folder")
+        if test_dir is not None:
+            _require_normal(classes, test_dir, "test folder")
     ids = [p.relative_to(root).as_posix() for p in test]
-    files = train + test + [m for m in masks if m is not None]
+    files = train_files + test + [m for m in masks if m is not None]
     return FolderSet(
         root=root,
-        train=train,
+        train=train_files,
         test=test,
         test_ids=ids,
         test_classes=classes,
@@ -209,20 +235,34 @@ def _fingerprint(root: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _found_categories(roots: list[Path]) -> list[str]:
+    return sorted(
+        {p.name for r in roots for s in MVTEC_SUBDIRS for p in mvtec_category_dirs(r / s)}
+    )
+
+
 def find_mvtec_category(data_dir: str | None, category: str | None) -> Path:
-    """The folder of an MVTec AD category by the search order; never downloads."""
+    """The folder of an MVTec AD category by the search order; never downloads. `data_dir`
+    may also be the category's own folder (then `category` may be omitted)."""
     roots = search_roots(data_dir)
+    if data_dir is not None:
+        given = roots[0]
+        if detect_layout(given).kind == "mvtec-category" and category in (None, given.name):
+            return given
     if not category:
-        found = sorted(
-            {p.name for r in roots for s in MVTEC_SUBDIRS for p in _category_dirs(r / s)}
-        )
+        found = _found_categories(roots)
         listing = f" (found: {', '.join(found)})" if found else ""
         raise DataError(f"--data mvtec needs --category NAME, e.g. bottle{listing}")
     for root in roots:
         for sub in MVTEC_SUBDIRS:
             candidate = root / sub / category
-            if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            if (candidate / "train" / NORMAL).is_dir() and (candidate / "test").is_dir():
                 return candidate
+    found = _found_categories(roots)
+    if found:
+        raise DataError(
+            f"MVTec AD category {category!r} not found; categories found: {', '.join(found)}"
+        )
     places = ", ".join(str(r) for r in roots)
     raise DataError(
         f"MVTec AD category {category!r} not found (looked in {places}). Its licence does not "
@@ -232,16 +272,9 @@ def find_mvtec_category(data_dir: str | None, category: str | None) -> Path:
     )
 
 
-def _category_dirs(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return [p for p in folder.iterdir() if (p / "train").is_dir() and (p / "test").is_dir()]
-
-
 def mvtec_categories(data_dir: str | None) -> list[str]:
     """Names of the MVTec AD categories found by the search order, sorted."""
-    roots = search_roots(data_dir)
-    found = sorted({p.name for r in roots for s in MVTEC_SUBDIRS for p in _category_dirs(r / s)})
+    found = _found_categories(search_roots(data_dir))
     if not found:
         raise DataError("no MVTec AD categories found: pass --data-dir (see docs/datasets.md)")
     return found
@@ -252,24 +285,46 @@ def load_mvtec(
     category: str | None,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    need_train: bool = True,
 ) -> FolderSet:
-    """An MVTec AD category: train/good, test/<good|defect>, ground_truth masks (required)."""
+    """An MVTec AD category: train/good, test/<good|defect>, ground_truth masks (required).
+    Without `need_train` (evaluation) the training images are not read."""
     root = find_mvtec_category(data_dir, category)
-    return read_folder_set(root, root / "train" / NORMAL, True, skip_bad, max_pixels)
+    train = root / "train" / NORMAL if need_train else None
+    return read_folder_set(root, train, root / "test", True, skip_bad, max_pixels)
 
 
 def load_user_folder(
-    data_dir: str | None, skip_bad: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+    data_dir: str | None,
+    skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    need_train: bool = True,
 ) -> FolderSet:
-    """A user's folder: train/ (nested), test/good/, test/<name>/, optional ground_truth/."""
+    """A user's folder (see the module's notes): train/ with or without test/, or a plain
+    tree of normal images; without `need_train` (evaluation) a labelled set is enough:
+    test/, or good/ + defect folders."""
     if not data_dir:
-        raise DataError("--data folder needs --data-dir DIR holding train/ and test/")
+        raise DataError("--data folder needs --data-dir DIR (a folder of normal images)")
     root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(f"--data-dir {data_dir}: no such directory")
-    if not (root / "train").is_dir():
-        raise DataError(f"--data-dir {data_dir}: no train/ folder of normal images")
-    return read_folder_set(root, root / "train", False, skip_bad, max_pixels)
+    layout = detect_layout(data_dir)
+    test_dir = root / "test" if (root / "test").is_dir() else None
+    problems: dict[Path, str] = {}
+    if layout.kind in ("folder", "mvtec-category"):
+        train: list[Path] | Path | None = root / "train" if need_train else None
+    elif layout.kind == "images" and need_train:
+        train = plain_tree_images(root, problems)
+    elif layout.kind == "test-only" and not need_train:
+        train = None
+    elif layout.kind == "labelled" and not need_train:
+        train, test_dir = None, root
+    elif need_train:
+        raise DataError(not_a_training_folder(layout, str(data_dir)))
+    else:
+        raise DataError(
+            f"{layout.description}: evaluating needs labelled images, test/{NORMAL}/ + "
+            f"test/<defect>/ or {NORMAL}/ + <defect>/ folders"
+        )
+    return read_folder_set(root, train, test_dir, False, skip_bad, max_pixels, problems)
 
 
 def load_val_dir(

