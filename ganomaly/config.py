@@ -211,6 +211,9 @@ class RunConfig(DetectorConfig):
     skip_bad: bool = _f(
         False, "leave out image files that cannot be read (listed on stderr) instead of stopping"
     )
+    tensorboard: bool = _f(
+        False, "write TensorBoard event files to RUN_DIR/tensorboard/ (the tensorboard extra)"
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -66,7 +66,7 @@ from ganomaly.modelfile import (
 from ganomaly.process import scoped_threads
 from ganomaly.results import FileResult
 from ganomaly.scoring import ScorerBase, fit_threshold, make_scorer, score_tensor
-from ganomaly.training import TrainState, make_optimizers, train
+from ganomaly.training import LossHook, TrainState, make_optimizers, train
 
 ImagesLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | np.ndarray | Tensor | Any
 EpochHook = Callable[[TrainState], Any]
@@ -246,13 +246,16 @@ class GANomalyDetector(BaseEstimator):
         on_epoch: EpochHook | None = None,
         resume: dict[str, Any] | None = None,
         stop_requested: Callable[[], bool] | None = None,
+        on_losses: LossHook | None = None,
     ) -> GANomalyDetector:
         """Train on normal images X (labels are not used: `y` exists for API symmetry).
 
         A seeded `val_fraction` of X is held out: it fits the threshold and the normalisation,
         never the weights. `on_epoch(state)` is called after every epoch and at checkpoint
         steps; `resume` is a checkpoint dict to continue from (see `ganomaly.checkpoint`);
-        `stop_requested()` true stops at the next step boundary (after `on_epoch` saved).
+        `stop_requested()` true stops at the next step boundary (after `on_epoch` saved);
+        `on_losses(global_step, losses)` is called after every step. Each epoch is logged as
+        one INFO line on the `ganomaly.training` logger (silent unless logging is set up).
         Torch's global RNG states and thread count are the same after the call as before.
         """
         started = time.perf_counter()
@@ -284,7 +287,14 @@ class GANomalyDetector(BaseEstimator):
             def score_val() -> np.ndarray:
                 return score_tensor(probe, val_images, bn_mode=config.bn_mode, device=device)[0]
 
-            train(state, images[train_index].to(device), score_val, on_epoch, stop_requested)
+            train(
+                state,
+                images[train_index].to(device),
+                score_val,
+                on_epoch,
+                stop_requested,
+                on_losses,
+            )
             val_scores = score_val()
             fit = fit_threshold(val_scores, config.threshold_quantile, config.threshold)
             self.channels_ = channels

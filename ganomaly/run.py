@@ -49,7 +49,7 @@ from ganomaly.detector import GANomalyDetector, Scores, resolve_device, validati
 from ganomaly.images import to_display
 from ganomaly.localization import PixelEvaluation
 from ganomaly.process import scoped_threads
-from ganomaly.training import TrainState, history_columns
+from ganomaly.training import TrainState, history_columns, log_epochs
 
 SCORE_COLUMNS = ("path", "class", "label", "score", "normalized_score", "is_anomaly")
 FIGURES = (
@@ -225,6 +225,10 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     run created (`removed_unless_kept`)."""
     config.validate()
     resolve_device(config.device)  # a device this machine lacks fails before any file exists
+    if config.tensorboard:  # a missing package is named before anything is written
+        from ganomaly.tensorboard import require_tensorboard
+
+        require_tensorboard()
     # torchrun (ganomaly/distributed.py): every rank trains, rank 0 alone writes and logs.
     distributed.setup(config.device)
     if not distributed.is_main():
@@ -256,16 +260,34 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
         write_config(run_dir / "config.yaml", config)
         atomic_write_text(run_dir / "data.json", json.dumps(data_record(split), indent=1))
 
+        board = None
+        if config.tensorboard:
+            from ganomaly.tensorboard import TrainingBoard, validation_sample
+
+            channels = config.channels or split.channels
+            board = TrainingBoard(
+                run_dir / "tensorboard", validation_sample(split.train, config, channels)
+            )
+
         def on_epoch(state: TrainState) -> None:
             save_checkpoint(run_dir, state)
             keep()
             write_history(run_dir / "history.csv", state.history, history_columns(state.config))
+            if board is not None:
+                board.log_epoch(state)
 
         detector = GANomalyDetector(**dataclasses.asdict(detector_part(config)))
-        with stop_on_interrupt() as stop_requested:
+        # One line per epoch where no progress bar shows it (--no-progress, or not a terminal).
+        epoch_lines = not config.progress or not sys.stderr.isatty()
+        with (
+            stop_on_interrupt() as stop_requested,
+            log_epochs() if epoch_lines else contextlib.nullcontext(),
+            contextlib.closing(board) if board is not None else contextlib.nullcontext(),
+        ):
             detector.fit(
-                split.train, on_epoch=on_epoch, resume=checkpoint, stop_requested=stop_requested
-            )
+                split.train, on_epoch=on_epoch, resume=checkpoint, stop_requested=stop_requested,
+                on_losses=board.log_losses if board is not None else None,
+            )  # fmt: skip
     distributed.teardown()  # the rest is rank 0's alone
     if split.val is not None and split.val_is_abnormal is not None:
         detector.refit_threshold(split.val, split.val_is_abnormal)

@@ -21,11 +21,12 @@ ganomaly/distributed.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -52,6 +53,10 @@ HISTORY_COLUMNS = (
 LOSS_TERMS = ("l_enc", "l_con", "l_adv", "l_g", "l_d")
 SKIP_LOSS_TERMS = ("l_lat", "l_con", "l_adv", "l_g", "l_d")  # Skip-GANomaly's latent is L_lat
 PRECISE_BN_IMAGES = 8192  # enough for stable statistics; bounds the cost on large datasets
+# One INFO line per epoch (`epoch_line`). Silent unless someone asks: the `ganomaly` command
+# shows it when progress bars are off or stderr is not a terminal (`log_epochs`); a library
+# user opts in with logging, e.g. `logging.basicConfig(level=logging.INFO)`.
+log = logging.getLogger(__name__)
 
 
 def loss_terms(config: DetectorConfig) -> tuple[str, ...]:
@@ -323,6 +328,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 StepHook = Callable[[TrainState], Any]
+# Called after every training step with (steps done since the run began, that step's losses).
+LossHook = Callable[[int, dict[str, float]], Any]
 
 
 def run_epoch(
@@ -332,12 +339,15 @@ def run_epoch(
     progress: bool,
     on_step: StepHook | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    on_losses: LossHook | None = None,
 ) -> dict[str, float]:
     """Train one epoch over `images` (already on the device), drop_last=True as the reference.
 
     Starts at `state.step` (non-zero after resuming mid-epoch). `on_step` runs every
     `config.checkpoint_every` steps; when `stop_requested()` turns true the epoch stops at the
     next step boundary, `on_step` saves the state, and TrainingInterrupted is raised.
+    `on_losses(global_step, losses)` runs after every step (global_step counts from the run's
+    first step, so it continues across resumes).
     """
     state.generator.train()
     state.discriminator.train()
@@ -364,6 +374,8 @@ def run_epoch(
         for name in terms:
             state.partial[name] += losses[name]
         state.step = step + 1
+        if on_losses is not None:
+            on_losses(state.epoch * steps + state.step, losses)
         if step % 10 == 0:
             bar.set_postfix(l_g=f"{losses['l_g']:.3f}", l_d=f"{losses['l_d']:.3f}")
         if state.step == steps:
@@ -431,17 +443,20 @@ def train(
     score_val: Callable[[], np.ndarray],
     on_epoch: StepHook | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    on_losses: LossHook | None = None,
 ) -> list[dict[str, float]]:
     """Train from (`state.epoch`, `state.step`) to `config.epochs`; one history row per epoch.
 
-    `on_epoch(state)` runs after every epoch and, mid-epoch, at checkpoint steps.
+    `on_epoch(state)` runs after every epoch and, mid-epoch, at checkpoint steps;
+    `on_losses(global_step, losses)` after every step. Each finished epoch is logged as one
+    INFO line on the `ganomaly.training` logger (`epoch_line`).
     """
     config = state.config
     images = prepare_training(state, images)  # before DDP: its buckets take the layout
     state.ddp = distributed.wrap(state.generator, state.discriminator)  # torchrun only
     batch_size = min(config.batch_size, len(images) // distributed.world_size())
     with cudnn_autotune(images.device):
-        _train_epochs(state, images, batch_size, score_val, on_epoch, stop_requested)
+        _train_epochs(state, images, batch_size, score_val, on_epoch, stop_requested, on_losses)
     if state.ddp is not None:  # back to plain modules, so the model scores alone
         state.ddp = None
         distributed.revert_sync_batchnorm(state.generator)
@@ -456,10 +471,14 @@ def _train_epochs(
     score_val: Callable[[], np.ndarray],
     on_epoch: StepHook | None,
     stop_requested: Callable[[], bool] | None,
+    on_losses: LossHook | None,
 ) -> None:
     config = state.config
+    started, first_epoch = time.perf_counter(), state.epoch
     while state.epoch < config.epochs:
-        row = run_epoch(state, images, batch_size, config.progress, on_epoch, stop_requested)
+        row = run_epoch(
+            state, images, batch_size, config.progress, on_epoch, stop_requested, on_losses
+        )
         if config.precise_bn:
             # Running statistics never influence training (train mode uses batch statistics),
             # so recomputing them every epoch changes no weight; it makes the validation
@@ -478,7 +497,52 @@ def _train_epochs(
         row["val_score_q99"] = float(np.quantile(val_scores, 0.99, method="higher"))
         state.history.append(row)
         state.epoch += 1
+        if log.isEnabledFor(logging.INFO):
+            # Wall time per epoch in this process, validation included: what the ETA waits for.
+            per_epoch = (time.perf_counter() - started) / (state.epoch - first_epoch)
+            eta = per_epoch * (config.epochs - state.epoch)
+            log.info(epoch_line(row, loss_terms(config), config.epochs, eta))
         if on_epoch is not None:
             on_epoch(state)
         if stop_requested is not None and stop_requested() and state.epoch < config.epochs:
             raise TrainingInterrupted(f"stopped after epoch {state.epoch}")
+
+
+def epoch_line(row: dict[str, float], terms: Sequence[str], epochs: int, eta_seconds: float) -> str:
+    """One finished epoch as a log line: its number, the model's losses (`terms`), D
+    re-inits, validation score median and q99, speed and the estimated time left.
+
+    Example:
+        >>> row = {"epoch": 3, "l_enc": 0.0012, "l_con": 0.081, "l_adv": 0.0004, "l_g": 4.05,
+        ...        "l_d": 0.69, "d_reinits": 0, "val_score_median": 0.0011,
+        ...        "val_score_q99": 0.0032, "images_per_second": 812.4}
+        >>> epoch_line(row, LOSS_TERMS, 15, 75.0)
+        'epoch 3/15  l_enc 0.0012  l_con 0.081  l_adv 0.0004  l_g 4.05  l_d 0.69  d_reinits 0  val median 0.0011 q99 0.0032  812 img/s  ETA 0:01:15'
+    """  # noqa: E501
+    losses = "  ".join(f"{name} {row[name]:.4g}" for name in terms)
+    eta = int(round(eta_seconds))
+    return (
+        f"epoch {int(row['epoch'])}/{epochs}  {losses}  d_reinits {int(row['d_reinits'])}  "
+        f"val median {row['val_score_median']:.4g} q99 {row['val_score_q99']:.4g}  "
+        f"{row['images_per_second']:.0f} img/s  "
+        f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}"
+    )
+
+
+@contextlib.contextmanager
+def log_epochs(stream: TextIO | None = None) -> Iterator[None]:
+    """Inside the block, the per-epoch lines go to `stream` (default: sys.stderr as it is on
+    entry) and to it alone, the way a command shows them; the logger's level, handlers and
+    propagation are restored after, so the caller's logging setup is left as it was."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous_level, previous_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # a root handler the process configured would print it twice
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)  # setLevel, not the attribute: it clears level caches
+        log.propagate = previous_propagate
