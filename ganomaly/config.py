@@ -25,6 +25,11 @@ SCORE_METRICS = ("l2", "l1")
 BN_MODES = ("eval", "batch")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 PRECISIONS = ("auto", "fp32", "bf16")
+# The threshold when no rule is given: the 0.99 quantile of validation normal scores, i.e. about
+# 1% false alarms on normal images (PyOD's contamination=0.1 would mean ten times as many).
+DEFAULT_THRESHOLD_QUANTILE = 0.99
+# Threshold rules: at most one of these settings may be given.
+THRESHOLD_RULES = ("threshold_quantile", "contamination", "threshold")
 
 
 # A saved model scores on the CPU unless told otherwise (predict, evaluate, serve, load):
@@ -35,6 +40,16 @@ INFERENCE_DEVICE = "cpu"
 
 class ConfigError(ValueError):
     """A setting is invalid; the message is one line a user can act on."""
+
+
+def spell(name: str, value: Any = None, style: str = "flag") -> str:
+    """A setting as an error message names it: on the command line (style "flag") `--image-size`
+    or `--image-size 8`, in Python (style "param") `image_size` or `image_size=8`; a value is
+    shown when given."""
+    if style == "param":
+        return name if value is None else f"{name}={value}"
+    flag = "--" + name.replace("_", "-")
+    return flag if value is None else f"{flag} {value}"
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -99,7 +114,16 @@ class DetectorConfig:
     score_lambda: float = _f(
         0.9, "skip-ganomaly: score = lambda * reconstruction + (1 - lambda) * latent (paper: 0.9)"
     )
-    threshold_quantile: float = _f(0.99, "threshold = this quantile of validation normal scores")
+    threshold_quantile: float | None = _f(
+        None,
+        "threshold = this quantile of validation normal scores; "
+        f"none of the three threshold settings given: {DEFAULT_THRESHOLD_QUANTILE}",
+    )
+    contamination: float | None = _f(
+        None,
+        "expected share of anomalies, in (0, 0.5] (PyOD's rule): "
+        "threshold = the (1 - contamination) quantile of validation normal scores",
+    )
     threshold: float | None = _f(
         None, "a fixed raw threshold; default: a quantile of the validation scores"
     )
@@ -135,35 +159,59 @@ class DetectorConfig:
         """`image_size` as (height, width)."""
         return parse_image_size(self.image_size)
 
-    def validate(self) -> None:
-        """Raise ConfigError on the first invalid setting."""
-        h, w = self.image_hw()
+    def threshold_rule_quantile(self) -> float | None:
+        """The quantile of validation normal scores the threshold is: `threshold_quantile`,
+        1 - `contamination`, or DEFAULT_THRESHOLD_QUANTILE when neither is given; None when
+        a fixed `threshold` is given."""
+        if self.threshold is not None:
+            return None
+        if self.contamination is not None:
+            return 1.0 - self.contamination
+        if self.threshold_quantile is not None:
+            return self.threshold_quantile
+        return DEFAULT_THRESHOLD_QUANTILE
+
+    def validate(self, style: str = "flag") -> None:
+        """Raise ConfigError on the first invalid setting. Messages name settings as the user
+        gave them: command-line flags (style "flag") or Python parameters (style "param")."""
+
+        def name(setting: str, value: Any = None) -> str:
+            return spell(setting, value, style)
+
+        h, w = parse_image_size(self.image_size, style)
         if min(h, w) < 16:
-            raise ConfigError(f"--image-size {self.image_size}: both sides must be >= 16")
+            raise ConfigError(f"{name('image_size', self.image_size)}: both sides must be >= 16")
         if self.channels not in (None, 1, 3):
-            raise ConfigError(f"--channels {self.channels}: must be 1 or 3")
-        for name in ("nz", "ngf", "epochs", "batch_size", "max_pixels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+            raise ConfigError(f"{name('channels', self.channels)}: must be 1 or 3")
+        for setting in ("nz", "ngf", "epochs", "batch_size", "max_pixels"):
+            if getattr(self, setting) < 1:
+                raise ConfigError(f"{name(setting)} must be >= 1")
         if self.extra_layers < 0:
-            raise ConfigError("--extra-layers must be >= 0")
+            raise ConfigError(f"{name('extra_layers')} must be >= 0")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
-        if not 0.0 < self.threshold_quantile <= 1.0:
-            raise ConfigError("--threshold-quantile must be in (0, 1]")
+            raise ConfigError(f"{name('val_fraction', self.val_fraction)}: must be between 0 and 1")
+        given = [rule for rule in THRESHOLD_RULES if getattr(self, rule) is not None]
+        if len(given) > 1:
+            raise ConfigError(
+                f"{' and '.join(name(rule) for rule in given)}: give at most one threshold rule"
+            )
+        if self.threshold_quantile is not None and not 0.0 < self.threshold_quantile <= 1.0:
+            raise ConfigError(f"{name('threshold_quantile')} must be in (0, 1]")
+        if self.contamination is not None and not 0.0 < self.contamination <= 0.5:
+            raise ConfigError(f"{name('contamination', self.contamination)}: must be in (0, 0.5]")
         if self.lr <= 0:
-            raise ConfigError("--lr must be > 0")
+            raise ConfigError(f"{name('lr')} must be > 0")
         if self.map_sigma < 0:
-            raise ConfigError("--map-sigma must be >= 0")
+            raise ConfigError(f"{name('map_sigma')} must be >= 0")
         if not 0.0 <= self.score_lambda <= 1.0:
-            raise ConfigError(f"--score-lambda {self.score_lambda}: must be in [0, 1]")
+            raise ConfigError(f"{name('score_lambda', self.score_lambda)}: must be in [0, 1]")
         if self.model == "skip-ganomaly" and self.extra_layers:
             raise ConfigError(
-                "--extra-layers: skip-ganomaly's networks have none (as its authors' code)"
+                f"{name('extra_layers')}: skip-ganomaly's networks have none (as its authors' code)"
             )
         if self.model == "skip-ganomaly" and self.score_metric != "l2":
             raise ConfigError(
-                "--score-metric applies to ganomaly; skip-ganomaly's score is fixed "
+                f"{name('score_metric')} applies to ganomaly; skip-ganomaly's score is fixed "
                 "(lambda * reconstruction + (1 - lambda) * latent)"
             )
         for f in dataclasses.fields(self):
@@ -171,7 +219,7 @@ class DetectorConfig:
             value = getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise ConfigError(
-                    f"--{f.name.replace('_', '-')} {value!r}: choose one of {', '.join(choices)}"
+                    f"{name(f.name, repr(value))}: choose one of {', '.join(choices)}"
                 )
 
 
@@ -215,18 +263,20 @@ class RunConfig(DetectorConfig):
         False, "write TensorBoard event files to RUN_DIR/tensorboard/ (the tensorboard extra)"
     )
 
-    def validate(self) -> None:
-        super().validate()
+    def validate(self, style: str = "flag") -> None:
+        super().validate(style)
         if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError("--num-workers must be >= 0")
+            raise ConfigError(f"{spell('num_workers', style=style)} must be >= 0")
 
 
-def parse_image_size(value: str | int) -> tuple[int, int]:
-    """'32' -> (32, 32); '100x60' -> (100, 60) as (height, width)."""
+def parse_image_size(value: str | int, style: str = "flag") -> tuple[int, int]:
+    """'32' -> (32, 32); '100x60' -> (100, 60) as (height, width). `style` as in `validate`."""
     text = str(value).strip().lower()
     match = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
     if not match:
-        raise ConfigError(f"--image-size {value!r}: expected N or HxW, e.g. 32 or 100x60")
+        raise ConfigError(
+            f"{spell('image_size', repr(value), style)}: expected N or HxW, e.g. 32 or 100x60"
+        )
     h = int(match.group(1))
     w = int(match.group(2)) if match.group(2) else h
     return h, w

@@ -5,7 +5,15 @@ Example:
     >>> detector = GANomalyDetector(epochs=15, image_size=32).fit("data/train")  # normal images
     >>> detector.decision_function(["a.png", "b.png"])     # raw scores, higher = more abnormal
     >>> detector.predict(images)                           # 0/1 against detector.threshold_
+    >>> detector.predict_proba(images)                     # (N, 2): P(normal), P(anomaly)
     >>> detector.save("model.pt"); GANomalyDetector.load("model.pt")
+
+It keeps PyOD's `BaseDetector` contract (`fit`, `decision_function`, `predict`,
+`predict_proba`, `predict_confidence`, `fit_predict`, `labels_`, `decision_scores_`,
+`threshold_`, `contamination`), with one difference that follows from GANomaly's validation
+split: the threshold and the probability calibration come from the scores of the held-out
+validation normals (`val_scores_`), not from the scores of the images that trained the weights,
+which are lower than a new normal image's would be.
 
 The faces use only its public methods: `preprocess`, `score` / `score_preprocessed` /
 `score_files`, `reconstruct_preprocessed`, `refit_threshold`, `annotate`, `model_card`,
@@ -17,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +47,9 @@ from ganomaly.config import (
     DetectorConfig,
     detector_fields,
     from_dict,
+    spell,
 )
+from ganomaly.image_files import array_layout
 from ganomaly.images import (
     IMAGE_KINDS,
     ImageError,
@@ -74,15 +85,18 @@ EpochHook = Callable[[TrainState], Any]
 __all__ = ["FileResult", "GANomalyDetector", "NotFittedError", "Scores"]
 
 THRESHOLD_FROM_VALIDATION = "validation normals held out of train (quantile)"
+THRESHOLD_FROM_CONTAMINATION = "validation normals held out of train (1 - contamination quantile)"
 THRESHOLD_FIXED = "fixed --threshold"
+PROBA_METHODS = ("linear", "unify")
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
+def resolve_device(name: str, style: str = "flag") -> torch.device:
+    """'auto' -> cuda when available, else cpu. `style` names the setting in an error as a
+    flag or as a parameter (see `ganomaly.config.spell`)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        raise ConfigError(f"{spell('device', name, style)}: CUDA is not available on this machine")
     return torch.device(name)
 
 
@@ -120,14 +134,20 @@ def _guess_channels(X: Any) -> int:
     return 1 if array.shape[1] == 1 else 3
 
 
-def _as_array(X: Any) -> Tensor:
+def _as_array(X: Any, layout: str | None = None) -> Tensor:
+    """An array, tensor or Dataset of images -> a tensor (N, C, H, W), its values untouched.
+    The layout is read from the shape (`ganomaly.image_files.array_layout`) unless given."""
     if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, Tensor):
         items = [X[i] for i in range(len(X))]  # type: ignore[arg-type]
         items = [item[0] if isinstance(item, tuple | list) else item for item in items]
         X = torch.stack([torch.as_tensor(np.asarray(item)) for item in items])
-    tensor = torch.as_tensor(np.asarray(X)) if not isinstance(X, Tensor) else X
-    if tensor.ndim != 4:
-        raise ValueError(f"expected images shaped (N, C, H, W), got {tuple(tensor.shape)}")
+    # contiguous: torch refuses numpy's negative strides, which BGR -> RGB (`[..., ::-1]`) makes
+    tensor = torch.as_tensor(np.ascontiguousarray(X)) if not isinstance(X, Tensor) else X
+    found = array_layout(tensor.shape, layout)
+    if found == "NHW":
+        return tensor[:, None]
+    if found == "NHWC":
+        return tensor.permute(0, 3, 1, 2)
     return tensor
 
 
@@ -137,14 +157,16 @@ def load_images(
     channels: int,
     interpolation: str,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    layout: str | None = None,
 ) -> Tensor:
     """Any accepted input -> preprocessed float tensor (N, C, H, W) in [-1, 1].
 
-    Image files that cannot be read are collected and reported together in one ImageError.
+    Arrays may be (N, H, W), (N, H, W, C) or (N, C, H, W) (`layout` says which when the shape
+    cannot). Image files that cannot be read are reported together in one ImageError.
     """
     paths = image_paths(X)
     if paths is None:
-        return preprocess(_as_array(X), size, channels, interpolation)
+        return preprocess(_as_array(X, layout), size, channels, interpolation)
     tensors, errors = [], []
     for path in paths:
         try:
@@ -196,8 +218,17 @@ class GANomalyDetector(BaseEstimator):
     """GANomaly as a scikit-learn / PyOD style estimator.
 
     Parameters are the fields of `DetectorConfig` (image_size, nz, ngf, epochs, batch_size,
-    lr, w_adv, w_con, w_enc, seed, val_fraction, threshold_quantile, ...), defaults included;
-    `inspect.signature(GANomalyDetector)` lists them.
+    lr, w_adv, w_con, w_enc, seed, val_fraction, threshold_quantile, contamination,
+    threshold, ...), defaults included; `inspect.signature(GANomalyDetector)` lists them.
+
+    Threshold rules, at most one given: `threshold_quantile=q` (the q quantile of the
+    validation normals' scores; none given: 0.99), `contamination=c` (PyOD's parameter: the
+    1 - c quantile of the same scores), or a fixed raw `threshold`.
+
+    Images X: a folder, image paths, a torch Dataset, or an array / tensor shaped (N, H, W)
+    grey, (N, H, W, C) channels-last (as PIL and imageio give them) or (N, C, H, W), with C 1,
+    3 or 4 in RGB(A) order (OpenCV's BGR: `images[..., ::-1]`); uint8 or other integers in
+    0..255, floats in [0, 1].
 
     `model="skip-ganomaly"` trains Skip-GANomaly (U-Net generator, see docs/skip-ganomaly.md)
     with everything else the same.
@@ -213,8 +244,10 @@ class GANomalyDetector(BaseEstimator):
         n_val_, val_scores_ the validation normal images' count and scores
         threshold_quantile_ the quantile used (None when the threshold was fixed or labelled)
         threshold_from_     how the threshold was fitted, in words
-        decision_scores_    scores of the training images that trained the weights
-        n_train_            their count
+        decision_scores_    scores of every image given to `fit`, in input order (the part
+                            that trained the weights and the validation part)
+        labels_             decision_scores_ > threshold_ as 0/1 (what `fit_predict` returns)
+        n_train_            the count of images that trained the weights
         history_            one dict per epoch (history.csv's columns)
         fit_seconds_        wall time of `fit`
         warnings_           warnings raised while fitting the threshold
@@ -260,8 +293,9 @@ class GANomalyDetector(BaseEstimator):
         """
         started = time.perf_counter()
         config = self.config
-        config.validate()
-        device = distributed.local_device(resolve_device(config.device))  # torchrun: own GPU
+        config.validate(style="param")
+        # torchrun: each rank its own GPU
+        device = distributed.local_device(resolve_device(config.device, style="param"))
         channels = config.channels or _guess_channels(X)
         size = config.image_hw()
         images = load_images(X, size, channels, config.interpolation, config.max_pixels)
@@ -296,21 +330,33 @@ class GANomalyDetector(BaseEstimator):
                 on_losses,
             )
             val_scores = score_val()
-            fit = fit_threshold(val_scores, config.threshold_quantile, config.threshold)
+            fit = fit_threshold(val_scores, config.threshold_rule_quantile(), config.threshold)
             self.channels_ = channels
             self.generator_ = generator
             self.discriminator_ = discriminator if config.model == "skip-ganomaly" else None
             self._set_threshold(fit.threshold, fit.median, val_scores, fit.quantile)
             self.threshold_from_ = (
-                THRESHOLD_FIXED if config.threshold is not None else THRESHOLD_FROM_VALIDATION
+                THRESHOLD_FIXED
+                if config.threshold is not None
+                else THRESHOLD_FROM_CONTAMINATION
+                if config.contamination is not None
+                else THRESHOLD_FROM_VALIDATION
             )
             self.warnings_ = fit.warnings
             self.history_ = state.history
             self.n_train_ = len(train_index)
             self.annotations_: dict[str, Any] = {}
-            self.decision_scores_ = self.score_preprocessed(images[train_index]).score
+            self.decision_scores_ = self.score_preprocessed(images).score.astype(np.float64)
+            self._label_fit_images()
         self.fit_seconds_ = time.perf_counter() - started
         return self
+
+    def fit_predict(self, X: ImagesLike, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """`fit(X)`, then the 0/1 labels of every image of X (`labels_`), in input order."""
+        return self.fit(X, y, **fit_params).labels_
+
+    def _label_fit_images(self) -> None:
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
 
     def _set_threshold(
         self, threshold: float, median: float, val_scores: np.ndarray, quantile: float | None
@@ -342,7 +388,7 @@ class GANomalyDetector(BaseEstimator):
         if labels.shape != scores.shape:
             raise ValueError(f"y has {labels.size} labels for {scores.size} images")
         normal = scores[labels == 0]
-        fit = fit_threshold(normal, config.threshold_quantile, config.threshold)
+        fit = fit_threshold(normal, config.threshold_rule_quantile(), config.threshold)
         threshold, quantile = fit.threshold, fit.quantile
         n_defects = int(labels.sum())
         note = f"labelled set: {fit.n_val} normal images (quantile {quantile})"
@@ -354,6 +400,7 @@ class GANomalyDetector(BaseEstimator):
         elif config.threshold is not None:
             note = f"{THRESHOLD_FIXED}; median from a labelled set's normal images"
         self._set_threshold(threshold, fit.median, normal, quantile)
+        self._label_fit_images()
         self.threshold_from_ = note
         self.warnings_ = fit.warnings
         return self
@@ -376,12 +423,16 @@ class GANomalyDetector(BaseEstimator):
         self._check_fitted()
         return next(self.generator_.parameters()).device
 
-    def preprocess(self, X: ImagesLike) -> Tensor:
-        """X -> the model's input tensor (N, C, H, W) in [-1, 1], by the one preprocessing."""
+    def preprocess(self, X: ImagesLike, layout: str | None = None) -> Tensor:
+        """X -> the model's input tensor (N, C, H, W) in [-1, 1], by the one preprocessing.
+
+        `layout` ("NCHW", "NHWC" or "NHW") says how an array's axes are laid out; by default
+        it is read from the shape, which is ambiguous only for image sides of 1, 3 or 4 pixels.
+        """
         self._check_fitted()
         config = self.config
         return load_images(
-            X, config.image_hw(), self.channels_, config.interpolation, config.max_pixels
+            X, config.image_hw(), self.channels_, config.interpolation, config.max_pixels, layout
         )
 
     def score_preprocessed(
@@ -434,9 +485,89 @@ class GANomalyDetector(BaseEstimator):
         """(score - median) / (threshold - median): 0 ~ typical normal, 1 = the threshold."""
         return self.score(X, batch_size).normalized_score
 
-    def predict(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:
-        """1 = anomaly (score > threshold_), 0 = normal."""
-        return self.score(X, batch_size).is_anomaly.astype(np.int64)
+    def predict(
+        self, X: ImagesLike, batch_size: int = 256, return_confidence: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """1 = anomaly (score > threshold_), 0 = normal, int64 (N,); with `return_confidence`,
+        also `predict_confidence(X)`."""
+        scores = self.decision_function(X, batch_size)
+        labels = (scores > self.threshold_).astype(np.int64)
+        return (labels, self._confidence(scores)) if return_confidence else labels
+
+    def predict_proba(
+        self,
+        X: ImagesLike,
+        method: str = "linear",
+        return_confidence: bool = False,
+        batch_size: int = 256,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """PyOD's outlier probability: float64 (N, 2), columns P(normal) and P(anomaly), each
+        row summing to 1; with `return_confidence`, also `predict_confidence(X)`.
+
+        Both methods are PyOD's, calibrated on the validation normals' scores (PyOD uses the
+        training scores; ours trained the weights, so they are lower than a new normal's):
+            "linear": P(anomaly) = min-max scaling of the score by the validation scores,
+                      clipped to [0, 1];
+            "unify":  P(anomaly) = erf((score - mean) / (std * sqrt(2))) clipped to [0, 1],
+                      mean and (population) std of the validation scores (Kriegel et al.,
+                      "Interpreting and unifying outlier scores", SDM 2011).
+        """
+        if method not in PROBA_METHODS:
+            raise ValueError(f"method={method!r}: choose one of {', '.join(PROBA_METHODS)}")
+        scores = self.decision_function(X, batch_size).astype(np.float64)
+        reference = self._calibration_scores()
+        if method == "linear":
+            low, high = float(reference.min()), float(reference.max())
+            # a constant reference is scaled by 1, as scikit-learn's MinMaxScaler does (PyOD's)
+            anomaly = (scores - low) / ((high - low) or 1.0)
+        else:
+            from scipy.special import erf
+
+            mean, std = float(reference.mean()), float(reference.std())
+            # a constant reference would divide by 0 (PyOD's gives NaN): scale by 1 as above
+            anomaly = erf((scores - mean) / ((std or 1.0) * np.sqrt(2.0)))
+        proba = np.empty((len(scores), 2), dtype=np.float64)
+        proba[:, 1] = np.clip(anomaly, 0.0, 1.0)
+        proba[:, 0] = 1.0 - proba[:, 1]
+        return (proba, self._confidence(scores)) if return_confidence else proba
+
+    def predict_confidence(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:
+        """PyOD's confidence in each `predict` label, float64 (N,) in [0, 1]: how surely the
+        same label would come out of a slightly different calibration set (Perini et al.,
+        "Quantifying the confidence of anomaly detectors in their example-wise predictions",
+        ECML PKDD 2020), with the validation normals as that set."""
+        return self._confidence(self.decision_function(X, batch_size).astype(np.float64))
+
+    def _calibration_scores(self) -> np.ndarray:
+        if not len(self.val_scores_):
+            raise ValueError(
+                "this model holds no validation scores (a model file of format version 1): "
+                "refit_threshold(X) with normal images X gives it some"
+            )
+        return self.val_scores_
+
+    def _confidence(self, scores: np.ndarray) -> np.ndarray:
+        """PyOD's `predict_confidence` from scores, with the validation scores as reference
+        and, as the share of them that is flagged, 1 - threshold_quantile_ (PyOD's
+        contamination), or for a fixed or labelled threshold the share above threshold_ (what
+        PyOD uses when its threshold is not a contamination)."""
+        from scipy.stats import binom
+
+        reference = self._calibration_scores()
+        n = len(reference)
+        if self.threshold_quantile_ is not None:
+            flagged_share = 1.0 - self.threshold_quantile_
+        else:
+            flagged_share = float(np.mean(reference > self.threshold_))
+        # floor with a tolerance: 1 - (1 - c) is not c in floating point (20 * (1 - 0.9) is
+        # 1.9999999999999996), and PyOD's int(n * contamination) means the exact product
+        n_flagged = math.floor(n * flagged_share + 1e-9)
+        below = np.searchsorted(np.sort(reference), scores, side="right")  # count <= score
+        p_outlier = (1.0 + below) / (2.0 + n)  # PyOD's Bayesian estimate with a uniform prior
+        confidence = 1.0 - binom.cdf(n - n_flagged, n, p_outlier)
+        predicted_normal = scores <= self.threshold_
+        confidence[predicted_normal] = 1.0 - confidence[predicted_normal]
+        return np.asarray(confidence, dtype=np.float64)
 
     def anomaly_map(self, X: ImagesLike, batch_size: int = 256) -> np.ndarray:
         """Smoothed |x - x_hat| per pixel at the model's resolution, (N, H, W)."""
@@ -563,8 +694,8 @@ class GANomalyDetector(BaseEstimator):
             target = target / "model.pt"
         obj = load_model_file(target)
         try:
-            config = from_dict(DetectorConfig, dict(obj["config"]))
-            config.validate()
+            config = from_dict(DetectorConfig, _stored_config(obj["config"]))
+            config.validate(style="param")
         except (ConfigError, TypeError) as error:
             raise ModelFileError(f"{target}: damaged model file ({error})") from None
         detector = cls(**{**dataclasses.asdict(config), "device": device})
@@ -610,8 +741,18 @@ class GANomalyDetector(BaseEstimator):
         detector.decision_scores_ = np.asarray(
             obj.get("decision_scores", torch.zeros(0)), dtype=np.float64
         )
+        detector._label_fit_images()
         detector.fit_seconds_ = float(fitted["fit_seconds"])
         return detector
+
+
+def _stored_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A model file's config as this version reads it. Files written before the threshold rules
+    became exclusive store the default quantile (0.99) beside a fixed `threshold`, which won."""
+    values = dict(values)
+    if values.get("threshold") is not None:
+        values["threshold_quantile"] = None
+    return values
 
 
 def _cpu_state(network: nn.Module) -> dict[str, Tensor]:

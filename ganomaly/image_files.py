@@ -12,6 +12,10 @@ Channel rules (files and arrays alike):
   (`PIL.ImageOps.exif_transpose`), so a photo is used upright, as viewers show it;
 - float images ("F") are taken as [0, 1]; a NaN or infinite pixel makes the file unusable.
 
+Arrays (the Python API): `array_layout` tells (N, H, W) grey, (N, H, W, C) channels-last (as
+PIL and imageio give images) and (N, C, H, W) channels-first apart by their shape; channels are
+in RGB(A) order (OpenCV's BGR arrays need `[..., ::-1]` first).
+
 Hostile files never get past `load_image` as anything but an `ImageError` naming the file:
 empty files, FIFOs and devices (refused from `stat`, never opened: reading them could block),
 unknown formats, truncated data, and images over `max_pixels` (refused from the header, before
@@ -45,6 +49,45 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 class ImageError(ValueError):
     """An image file cannot be used; the message names the file and the reason."""
+
+
+ARRAY_LAYOUTS = ("NCHW", "NHWC", "NHW")
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA
+ARRAY_FORMS = (
+    "(N, H, W) grey, (N, H, W, C) channels-last or (N, C, H, W) channels-first, "
+    "C = 1, 3 or 4 (grey, RGB, RGBA)"
+)
+
+
+def array_layout(shape: Sequence[int], layout: str | None = None) -> str:
+    """The layout of a batch of images shaped `shape`: "NHW" for three axes; for four,
+    "NHWC" when only the last axis has 1, 3 or 4 entries, "NCHW" otherwise, unless both the
+    second and the last have (an image side of 1, 3 or 4 pixels looks like a channel axis):
+    that ambiguity raises ValueError, and `layout` given says which it is.
+
+    Example:
+        >>> array_layout((10, 28, 28)), array_layout((10, 32, 32, 3)), array_layout((10, 3, 32, 32))
+        ('NHW', 'NHWC', 'NCHW')
+    """
+    shape = tuple(int(n) for n in shape)
+    if layout is not None:
+        if layout not in ARRAY_LAYOUTS:
+            raise ValueError(f"layout={layout!r}: choose one of {', '.join(ARRAY_LAYOUTS)}")
+        if len(shape) != len(layout):
+            raise ValueError(f"layout={layout!r} does not fit images shaped {shape}")
+        return layout
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) != 4:
+        raise ValueError(f"images shaped {shape}: expected {ARRAY_FORMS}")
+    channels_first, channels_last = shape[1] in CHANNEL_COUNTS, shape[3] in CHANNEL_COUNTS
+    if channels_first and channels_last:
+        raise ValueError(
+            f"images shaped {shape} are ambiguous: arrays are {ARRAY_FORMS}, and here both the "
+            "second and the last axis could be C; resize images with a side of 1, 3 or 4 "
+            "pixels, or say which with preprocess(X, layout='NCHW' or 'NHWC')"
+        )
+    return "NHWC" if channels_last else "NCHW"
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

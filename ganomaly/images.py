@@ -51,9 +51,10 @@ __all__ = [
 
 
 def to_unit_float(images: Tensor | np.ndarray) -> Tensor:
-    """uint8 (0..255) or other real numbers (already 0..1; bool is 0/1) -> float32 in [0, 1].
+    """uint8 and other integers (0..255), or floats (already 0..1; bool is 0/1) -> float32 in
+    [0, 1].
 
-    NaN, infinities, complex numbers and values outside [0, 1] raise ValueError.
+    NaN, infinities, complex numbers and values outside those ranges raise ValueError.
     """
     tensor = torch.as_tensor(images)
     if tensor.dtype == torch.uint8:
@@ -61,9 +62,15 @@ def to_unit_float(images: Tensor | np.ndarray) -> Tensor:
     if tensor.is_complex():
         raise ValueError(f"images must be real numbers, got {tensor.dtype}")
     dtype = tensor.dtype
+    integer = not dtype.is_floating_point and dtype != torch.bool
     tensor = tensor.float()
     if not tensor.numel():
         return tensor
+    if integer:
+        if tensor.min() < 0.0 or tensor.max() > 255.0:
+            name = str(dtype).removeprefix("torch.")
+            raise ValueError(f"{name} images must be in 0..255; pass floats in [0, 1] otherwise")
+        return tensor.div_(255.0)
     if not torch.isfinite(tensor).all():
         raise ValueError("images hold NaN or infinite values")
     if tensor.min() < 0.0 or tensor.max() > 1.0:

@@ -11,6 +11,9 @@ with `torch.load(path, weights_only=True)` and can never run code when opened.
 
 Version 2 added `val_scores`, `decision_scores` and `fitted` (so a loaded detector has every
 fitted attribute a fitted one has); version 1 files still load (their `card` held the facts).
+`decision_scores` are the scores of every image given to `fit`, in input order (files written
+before `labels_` existed hold those of the training part only); `labels_` is derived from them
+and `threshold`.
 """
 
 from __future__ import annotations

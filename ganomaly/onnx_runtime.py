@@ -173,8 +173,8 @@ def resize(images: np.ndarray, size: tuple[int, int], interpolation: str) -> np.
 
 
 def to_unit_float(images: np.ndarray) -> np.ndarray:
-    """uint8 (0..255) or other real numbers (already 0..1; bool is 0/1) -> float32 in [0, 1];
-    NaN, infinities, complex numbers and values outside [0, 1] raise ValueError."""
+    """uint8 and other integers (0..255), or floats (already 0..1; bool is 0/1) -> float32 in
+    [0, 1]; NaN, infinities, complex numbers and values outside those ranges raise ValueError."""
     array = np.asarray(images)
     if array.dtype == np.uint8:
         return array.astype(np.float32) / np.float32(255.0)
@@ -185,6 +185,12 @@ def to_unit_float(images: np.ndarray) -> np.ndarray:
     unit = array.astype(np.float32)
     if not unit.size:
         return unit
+    if np.issubdtype(array.dtype, np.integer):
+        if unit.min() < 0.0 or unit.max() > 255.0:
+            raise ValueError(
+                f"{array.dtype} images must be in 0..255; pass floats in [0, 1] otherwise"
+            )
+        return unit / np.float32(255.0)
     if not np.isfinite(unit).all():
         raise ValueError("images hold NaN or infinite values")
     if unit.min() < 0.0 or unit.max() > 1.0:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganomaly.config import DetectorConfig
+from ganomaly.config import DEFAULT_THRESHOLD_QUANTILE, DetectorConfig
 from ganomaly.losses import latent_score, skip_anomaly_score
 from ganomaly.model import Generator, SkipDiscriminator, UnetGenerator
 
@@ -180,8 +180,11 @@ class ThresholdFit:
     warnings: list[str]
 
 
-def fit_threshold(val_scores: np.ndarray, quantile: float, fixed: float | None) -> ThresholdFit:
-    """The threshold and normalisation statistics from validation normal scores."""
+def fit_threshold(
+    val_scores: np.ndarray, quantile: float | None, fixed: float | None
+) -> ThresholdFit:
+    """The threshold and normalisation statistics from validation normal scores: `fixed`
+    when given, else their `quantile` (None: DEFAULT_THRESHOLD_QUANTILE)."""
     scores = np.asarray(val_scores, dtype=np.float64)
     if scores.size == 0:
         raise ValueError("no validation images: raise --val-fraction or add training images")
@@ -190,6 +193,7 @@ def fit_threshold(val_scores: np.ndarray, quantile: float, fixed: float | None) 
     if fixed is not None:
         threshold, q = float(fixed), None
     else:
+        quantile = DEFAULT_THRESHOLD_QUANTILE if quantile is None else quantile
         threshold, q = float(np.quantile(scores, quantile, method="higher")), quantile
         if quantile < 1.0 and scores.size < 1.0 / (1.0 - quantile):
             # The chance that a new normal image scores above the largest of n is 1 / (n + 1).

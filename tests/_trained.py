@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,16 @@ TINY = ["--ngf", "8", "--nz", "16", "--image-size", "16", "--epochs", "2", "--no
 # Smaller still, for tests that train a model per dataset format (later flags win).
 FASTEST = [*TINY, "--ngf", "4", "--nz", "8", "--epochs", "1"]
 _CACHE: dict[str, Path] = {}
+
+
+def estimator_params(flags: Sequence[str] = TINY) -> dict[str, Any]:
+    """Settings such as TINY as GANomalyDetector keyword arguments, read by the CLI's own
+    parser, so the numbers are written once (in the flag lists above)."""
+    from ganomaly.cli import build_parser
+    from ganomaly.config import detector_fields
+
+    given = vars(build_parser().parse_args(["train", *flags]))
+    return {name: given[name] for name in detector_fields() if name in given}
 
 
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

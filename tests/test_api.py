@@ -63,7 +63,7 @@ def test_fit_returns_self_and_sets_fitted_attributes(digits: tuple[np.ndarray, n
     assert detector.fit(normal) is detector
     n_val = round(0.1 * len(normal))
     assert detector.n_val_ == n_val == len(detector.val_scores_)
-    assert detector.decision_scores_.shape == (len(normal) - n_val,)
+    assert detector.decision_scores_.shape == (len(normal),)  # every image given to fit
     assert detector.threshold_ == np.quantile(detector.val_scores_, 0.99, method="higher")
     assert detector.val_median_ == pytest.approx(float(np.median(detector.val_scores_)))
     assert len(detector.history_) == 1 and {"l_g", "l_d"} <= set(detector.history_[0])

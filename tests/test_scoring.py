@@ -74,6 +74,6 @@ def test_fit_returns_self_on_arrays():
         image_size="16", ngf=4, nz=8, epochs=1, batch_size=8, progress=False
     )
     assert detector.fit(images) is detector
-    assert detector.n_val_ == 2 and len(detector.decision_scores_) == 22
+    assert detector.n_val_ == 2 and len(detector.decision_scores_) == 24
     assert len(detector.history_) == 1 and detector.channels_ == 1
     assert np.isfinite(detector.threshold_)
