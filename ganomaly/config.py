@@ -116,8 +116,8 @@ class DetectorConfig:
     )
     threshold_quantile: float | None = _f(
         None,
-        "threshold = this quantile of validation normal scores; "
-        f"none of the three threshold settings given: {DEFAULT_THRESHOLD_QUANTILE}",
+        "threshold = this quantile of validation normal scores "
+        f"({DEFAULT_THRESHOLD_QUANTILE} when no threshold rule is given)",
     )
     contamination: float | None = _f(
         None,
@@ -296,6 +296,17 @@ def from_dict(cls: type[Any], values: dict[str, Any]) -> Any:
             f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
     return cls(**values)
+
+
+def stored_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings saved by an earlier version (a model file's config, a run's config.yaml), as
+    this version reads them: those files store the default threshold_quantile (0.99) beside
+    a fixed `threshold`, which won; the threshold rules are now exclusive, so the quantile is
+    dropped there."""
+    values = dict(values)
+    if values.get("threshold") is not None:
+        values["threshold_quantile"] = None
+    return values
 
 
 def detector_part(config: DetectorConfig) -> DetectorConfig:

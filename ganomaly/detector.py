@@ -48,6 +48,7 @@ from ganomaly.config import (
     detector_fields,
     from_dict,
     spell,
+    stored_settings,
 )
 from ganomaly.image_files import array_layout
 from ganomaly.images import (
@@ -694,7 +695,7 @@ class GANomalyDetector(BaseEstimator):
             target = target / "model.pt"
         obj = load_model_file(target)
         try:
-            config = from_dict(DetectorConfig, _stored_config(obj["config"]))
+            config = from_dict(DetectorConfig, stored_settings(obj["config"]))
             config.validate(style="param")
         except (ConfigError, TypeError) as error:
             raise ModelFileError(f"{target}: damaged model file ({error})") from None
@@ -744,15 +745,6 @@ class GANomalyDetector(BaseEstimator):
         detector._label_fit_images()
         detector.fit_seconds_ = float(fitted["fit_seconds"])
         return detector
-
-
-def _stored_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A model file's config as this version reads it. Files written before the threshold rules
-    became exclusive store the default quantile (0.99) beside a fixed `threshold`, which won."""
-    values = dict(values)
-    if values.get("threshold") is not None:
-        values["threshold_quantile"] = None
-    return values
 
 
 def _cpu_state(network: nn.Module) -> dict[str, Tensor]:
