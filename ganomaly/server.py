@@ -302,7 +302,8 @@ class ScoringService:
         from ganomaly.predict import heatmap_rgb
 
         detector = self.detector
-        x = torch.cat([detector.preprocess(array[None]) for array in arrays])  # (B, C, H, W)
+        # Decoded uploads are (C, H, W): say so, since a side of 1, 3 or 4 pixels is ambiguous.
+        x = torch.cat([detector.preprocess(array[None], layout="NCHW") for array in arrays])
         with self.lock:
             scores = detector.score_preprocessed(x, with_maps=with_map)
             x_hat = (
