@@ -37,10 +37,6 @@ def examples(text: str) -> list[str]:
     return [line.strip() for line in block if line.startswith("  ")]
 
 
-def test_the_commands_are_the_expected_ones() -> None:
-    assert COMMANDS == ["benchmark", "evaluate", "export", "predict", "serve", "train"]
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_has_a_description_examples_and_no_none_default(
     command: str, capsys: pytest.CaptureFixture[str]

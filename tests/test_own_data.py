@@ -294,3 +294,87 @@ def test_an_older_failed_attempts_leftovers_are_taken_over(
         f"ganomaly: error: --out {out} already holds files of a finished run (model.pt); "
         "choose another --out, or pass --overwrite to replace it"
     )
+
+
+def tiny_png(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+
+
+LAYOUTS = {
+    # kind: (files to create, what --data-dir alone chooses; None: an error)
+    "images": (["a.png", "x/b.png", "x/y/c.jpg"], "folder"),
+    "folder": (["train/a.png", "test/good/b.png", "test/dent/c.png"], "folder"),
+    "train-only": (["train/line/a.png"], "folder"),
+    "mvtec-category": (
+        ["train/good/a.png", "test/good/b.png", "test/cut/c.png", "ground_truth/cut/c_mask.png"],
+        "mvtec",
+    ),
+    "mvtec-root": (["bottle/train/good/a.png", "bottle/test/good/b.png"], "mvtec"),
+    "labelled": (["good/a.png", "scratch/b.png"], None),
+    "test-only": (["test/good/a.png"], None),
+    "idx": (
+        [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ],
+        "mnist",
+    ),
+    "cifar10": (["cifar-10-python.tar.gz"], "cifar10"),
+    "empty": (["notes.txt"], None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_data_dir_alone_recognises_each_layout(name: str, tmp_path: Path) -> None:
+    from ganomaly.config import RunConfig
+    from ganomaly.data import DataError, choose_data
+    from ganomaly.data.layout import detect_layout
+
+    files, chosen = LAYOUTS[name]
+    for relative in files:
+        if relative.endswith((".png", ".jpg")):
+            tiny_png(tmp_path / relative)
+        else:
+            (tmp_path / relative).write_bytes(b"")
+    layout = detect_layout(tmp_path)
+    assert layout.kind == name.replace("train-only", "folder")
+    assert layout.description.startswith(str(tmp_path))
+    config = RunConfig(
+        data_dir=str(tmp_path), target_class=1 if chosen in ("mnist", "cifar10") else None
+    )
+    if chosen is None:
+        with pytest.raises(DataError, match=f"^{tmp_path}"):
+            choose_data(config)
+    else:
+        choice = choose_data(config)
+        assert choice.data == chosen and choice.description.startswith(str(tmp_path))
+        assert choice.category == ("bottle" if name == "mvtec-root" else None)
+
+
+def test_run_directories_inside_a_plain_folder_are_not_training_images(tmp_path: Path) -> None:
+    from ganomaly.data.layout import plain_tree_images
+
+    tiny_png(tmp_path / "parts" / "a.png")
+    run = tmp_path / "runs" / "first"
+    tiny_png(run / "figures" / "roc.png")
+    (run / "config.yaml").write_text("data: folder\n")
+    (run / "data.json").write_text("{}")
+    assert plain_tree_images(tmp_path) == [tmp_path / "parts" / "a.png"]
+
+
+def test_data_named_explicitly_wins_unless_the_folder_contradicts_it(tmp_path: Path) -> None:
+    from ganomaly.config import RunConfig
+    from ganomaly.data import DataError, choose_data
+
+    for name in LAYOUTS["idx"][0]:
+        (tmp_path / name).write_bytes(b"")
+    for data in ("mnist", "fashion-mnist"):
+        assert choose_data(RunConfig(data=data, data_dir=str(tmp_path))).data == data
+    with pytest.raises(DataError, match=f"^--data cifar10, but {tmp_path} holds IDX files"):
+        choose_data(RunConfig(data="cifar10", data_dir=str(tmp_path)))
+    with pytest.raises(DataError, match="^--data digits ships with scikit-learn"):
+        choose_data(RunConfig(data="digits", data_dir=str(tmp_path)))
+    assert choose_data(RunConfig()).data == "mnist"  # no --data, no --data-dir: the demo's
