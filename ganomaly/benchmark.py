@@ -36,7 +36,7 @@ import numpy as np
 
 from ganomaly.atomic import atomic_write_text
 from ganomaly.config import ConfigError, RunConfig, detector_part
-from ganomaly.data import DataSplit, load_split, resolve_protocol
+from ganomaly.data import DataSplit, choose_data, load_split, resolve_protocol
 
 METHODS = ("ganomaly", "autoencoder", "raw-pixel")
 METHOD_TITLES = {"ganomaly": "GANomaly", "autoencoder": "autoencoder", "raw-pixel": "raw pixels"}
@@ -379,6 +379,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from ganomaly.run import say
 
     base = build_config(args)
+    base.data = choose_data(base).data  # without --data: what --data-dir holds, else mnist
     base.protocol = resolve_protocol(base)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

@@ -240,16 +240,20 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     run_dir = (
         Path(config.out) if resume and config.out else prepare_out_dir(config.out, config.overwrite)
     )
+    checkpoint = None
+    if resume and not list_checkpoints(run_dir):
+        raise ConfigError(
+            f"{run_dir}: no checkpoints to resume from (the run stopped before its first epoch "
+            f"ended); start it again: ganomaly train --config {run_dir}/config.yaml "
+            f"--out {run_dir} --overwrite"
+        )
+    if resume:
+        checkpoint = load_latest_checkpoint(run_dir)
     split = load_split(config)
     protocol = resolve_protocol(config)
     say(split_line(config, split, protocol))
     validation_split(len(split.train_ids), config.val_fraction, config.split_seed)  # too few?
-    checkpoint = None
-    if resume and list_checkpoints(run_dir):
-        checkpoint = load_latest_checkpoint(run_dir)
-    elif resume:
-        say(f"{run_dir}: no checkpoint yet (the run stopped in its first epoch): starting over")
-    elif config.overwrite:
+    if not resume and config.overwrite:
         for stale in list_checkpoints(run_dir):  # another run's: they would outrank this one's
             stale.unlink()
     with removed_unless_kept(run_dir) as keep:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ganomaly.data.errors import DataError
-from ganomaly.image_files import IMAGE_KINDS, IMAGE_SUFFIXES, find_images
+from ganomaly.image_files import IMAGE_KINDS, find_images
 
 if TYPE_CHECKING:
     from ganomaly.config import RunConfig
@@ -149,8 +149,8 @@ def detect_layout(data_dir: str | Path) -> Layout:
         return Layout("cifar10", "cifar10", f"{name} holds CIFAR-10 batches")
     subfolders = _subfolders(root)
     names = [p.name for p in subfolders]
-    loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    if NORMAL in names and len(names) > 1 and not loose:
+    # good/ beside other folders reads as labelled: never train on a defects/ folder silently
+    if NORMAL in names and len(names) > 1:
         others = ", ".join(f"{n}/" for n in names if n != NORMAL)
         return Layout(
             "labelled", "folder", f"{name} is a labelled set ({NORMAL}/ normal; {others} abnormal)"
