@@ -1,25 +1,35 @@
-"""`ganomaly benchmark`: one protocol over classes (or MVTec categories) and seeds, GANomaly next
-to two baselines on the very same splits, as tables with mean +- std over seeds.
+"""`ganomaly benchmark`: one protocol over classes (or MVTec categories) and seeds, the models
+next to two baselines on the very same splits, as tables with mean +- std over seeds.
 
     ganomaly benchmark --data mnist --protocol paper --classes 0-9 --seeds 0,1,2 \\
-        --epochs 15 --out bench/mnist
+        --pair-split-seed --epochs 15 --out bench/mnist-paper --results docs/results/mnist-paper
     ganomaly benchmark --data mvtec --data-dir D --classes bottle,grid --seeds 0 --out bench/mv
 
-Methods (`--methods`, all by default):
-- `ganomaly`: a full run (`ganomaly train`) per cell; its run directory is kept in the cell.
-- `autoencoder`: the same networks and training loop with w_adv = 0 and w_enc = 0 (a plain
-  reconstruction autoencoder), scored by the mean of |x - x_hat|. The discriminator still
-  trains (its loss no longer reaches G), which costs time but changes nothing.
-- `raw-pixel`: no learning; score = mean squared distance of the image to the mean of the
-  normal training images (model resolution, [-1, 1]); its map is |x - mean| smoothed.
-Baselines use GANomaly's threshold rule (quantile of the held-out validation normals) and
-anomaly-map smoothing, so only the scoring function differs.
+Methods (`--methods`; default ganomaly,autoencoder,raw-pixel):
+- `ganomaly`, `skip-ganomaly`: a full run (`ganomaly train`, with that `--model`) per cell.
+- `autoencoder`, `raw-pixel`: the baselines of `ganomaly.baselines`.
 
-Layout of --out: `cells/<method>/<class>/seed<k>/result.json` per finished cell, and
-`results.md`, `results.csv`, `results.json`, `results.png`. A cell whose result.json holds
-the same settings is never run again, so an interrupted benchmark resumes where it stopped and
-a finished one re-writes identical tables. The "mean" row averages over classes per seed, then
-reports mean +- std of those per-seed averages (std over seeds, ddof 0).
+Two folders:
+- `--results` (default: `--out`), the part worth committing: one small JSON per finished cell
+  (`ganomaly.cells`: metrics, path-free settings, the data's source name and fingerprint,
+  seconds, versions, code fingerprint), and the tables `results.md`, `results.csv`,
+  `results.json`, `results.png`.
+- `--out`: the bulky part, never needed again for the tables: the run directory of every
+  trained cell (`runs/<method>/<class>/seed<k>-<key>/`: model, checkpoints, figures) and
+  `benchmark.yaml` (the command's settings, machine paths included).
+
+A cell whose key (data fingerprint + settings) is found in `--results` is never run again, so an
+interrupted benchmark resumes where it stopped, a finished one re-writes identical tables from
+its cells alone, and a grid can be committed cell by cell as it progresses. A cell made by other
+code (its code fingerprint differs) is re-used with a warning; `--rerun-stale` runs it again.
+
+`--pair-split-seed` gives each cell the split seed of its own seed, as the reference's
+`--manualseed S` sets both: a cell then selects the same training and test images as the
+authors' code run with that seed. Without it every seed shares `--split-seed`, so the spread
+over seeds is the initialisation's and data order's alone.
+
+The "mean" row averages over classes per seed, then reports mean +- std of those per-seed
+averages (std over seeds, ddof 0).
 """
 
 from __future__ import annotations
@@ -29,19 +39,41 @@ import csv
 import dataclasses
 import json
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ganomaly.atomic import atomic_write_text
-from ganomaly.config import ConfigError, RunConfig, detector_part
+from ganomaly.config import MODEL_DEFAULTS, ConfigError, RunConfig
 from ganomaly.data import DataSplit, choose_data, load_split, resolve_protocol
 
-METHODS = ("ganomaly", "autoencoder", "raw-pixel")
-METHOD_TITLES = {"ganomaly": "GANomaly", "autoencoder": "autoencoder", "raw-pixel": "raw pixels"}
+METHODS = ("ganomaly", "skip-ganomaly", "autoencoder", "raw-pixel")
+# The paper's table: GANomaly and its two baselines. Skip-GANomaly is asked for by name.
+DEFAULT_METHODS = ("ganomaly", "autoencoder", "raw-pixel")
+METHOD_TITLES = {
+    "ganomaly": "GANomaly",
+    "skip-ganomaly": "Skip-GANomaly",
+    "autoencoder": "autoencoder",
+    "raw-pixel": "raw pixels",
+}
+# What each method sets on top of the benchmark's settings (the autoencoder: GANomaly's
+# networks with its adversarial and latent losses off).
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "ganomaly": {"model": "ganomaly"},
+    "skip-ganomaly": {"model": "skip-ganomaly"},
+    "autoencoder": {"model": "ganomaly", "w_adv": 0.0, "w_enc": 0.0},
+    "raw-pixel": {"model": "ganomaly"},
+}
 IMAGE_METRICS = ("auroc", "aupr", "f1")
 PIXEL_METRICS = ("pixel_auroc", "pixel_aupro")
+# What a cell keeps of a run's metrics: the table's metrics and the facts that explain them.
+KEPT_METRICS = (
+    *IMAGE_METRICS, *PIXEL_METRICS, "threshold", "n_train", "n_val", "n_test",
+    "n_test_abnormal", "train_seconds", "d_reinits",
+)  # fmt: skip
 METRIC_TITLES = {
     "auroc": "AUROC",
     "aupr": "AUPR",
@@ -49,13 +81,29 @@ METRIC_TITLES = {
     "pixel_auroc": "pixel AUROC",
     "pixel_aupro": "pixel AUPRO (FPR <= 0.3)",
 }
-# Settings that do not change a cell's result, so they may differ between resumed runs.
-# `max_pixels` and `skip_bad` only decide whether bad images stop a run: a cell that finished
-# gives the same result under any value that lets it finish.
-_IGNORED = (
-    "out", "overwrite", "progress", "threads", "device", "target_class", "category", "seed",
+# Fields of a run config that are not part of a cell's settings: the cell's own class and
+# seed; machine paths (replaced by the data's source name and fingerprint); and settings that
+# cannot change a finished cell's numbers (where files go, threads, progress bars, how often
+# to checkpoint, how images are held or decoded, which bad files stop a run).
+_NOT_SETTINGS = (
+    "target_class", "category", "seed", "out", "data_dir", "source", "val_dir", "overwrite",
+    "progress", "threads", "device", "checkpoint_every", "in_memory", "num_workers",
     "max_pixels", "skip_bad",
 )  # fmt: skip
+
+
+@dataclass
+class Grid:
+    """A benchmark: the settings shared by every cell, and what varies."""
+
+    base: RunConfig
+    classes: list[str]
+    seeds: list[int]
+    methods: list[str]
+    out: Path  # run directories (bulky, not committed)
+    results: Path  # cells and tables (small, committed)
+    pair_split_seed: bool = False  # split seed = seed, as the reference's --manualseed
+    rerun_stale: bool = False  # run cells made by other code again
 
 
 def parse_classes(text: str, protocol: str) -> list[str]:
@@ -86,145 +134,122 @@ def parse_seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds {text!r}: expected integers like 0,1,2 or 0-2") from None
 
 
-def cell_config(base: RunConfig, name: str, seed: int, out: Path) -> RunConfig:
-    """The run config of one cell."""
-    config = dataclasses.replace(base, seed=seed, out=str(out), overwrite=True, progress=False)
-    if base.protocol == "mvtec":
+def cell_config(grid: Grid, method: str, name: str, seed: int) -> RunConfig:
+    """The run config of one cell (its `out` is set by the caller that trains)."""
+    config = dataclasses.replace(
+        grid.base, seed=seed, out=None, overwrite=True, progress=False, **METHOD_SETTINGS[method]
+    )
+    if grid.pair_split_seed:
+        config.split_seed = seed
+    if config.protocol == "mvtec":
         config.category = name
-    elif base.protocol != "folder":
+    elif config.protocol != "folder":
         config.target_class = int(name)
     return config
 
 
-def settings_of(config: RunConfig, method: str) -> dict[str, Any]:
-    """What a cell's result depends on (besides its class and seed)."""
-    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in _IGNORED}
-    return {"method": method, **values}
+def settings_of(config: RunConfig) -> dict[str, Any]:
+    """What a cell's numbers depend on besides its method, class, seed and data: every
+    setting that can change them, per-model defaults resolved to their values."""
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
+    values.update({name: config.setting(name) for name in MODEL_DEFAULTS[config.model]})
+    return values
 
 
-def _baseline_metrics(
-    method: str, config: RunConfig, split: DataSplit, scores: np.ndarray, val: np.ndarray,
-    maps: np.ndarray | None,
-) -> dict[str, Any]:  # fmt: skip
-    from ganomaly.localization import pixel_evaluation
-    from ganomaly.metrics import image_metrics
-    from ganomaly.scoring import fit_threshold
-
-    fit = fit_threshold(val, config.threshold_quantile, config.threshold)
-    metrics: dict[str, Any] = image_metrics(split.test_is_abnormal, scores, fit.threshold)
-    metrics["threshold"] = fit.threshold
-    if maps is not None:
-        pixel = pixel_evaluation(maps, split.test_masks, split.test, split.test_is_abnormal)
-        if pixel is not None:
-            metrics.update(pixel.metrics)
-    return metrics
+def data_of(config: RunConfig, split: DataSplit) -> dict[str, str]:
+    """The data a cell saw, without machine paths: dataset, source name, fingerprint."""
+    return {
+        "name": str(config.data),  # resolved by choose_data before any cell runs
+        "source": split.data_source,
+        "fingerprint": split.fingerprint,
+    }
 
 
-def run_raw_pixel(config: RunConfig, split: DataSplit) -> dict[str, Any]:
-    """Distance of each image to the mean normal training image."""
-    from ganomaly.detector import load_images, validation_split
-    from ganomaly.scoring import gaussian_kernel, smooth_maps
+def _device_of(config: RunConfig) -> str:
+    import torch
 
-    size, channels = config.image_hw(), config.channels or split.channels
-    train = load_images(split.train, size, channels, config.interpolation)
-    train_index, val_index = validation_split(len(train), config.val_fraction, config.split_seed)
-    mean = train[train_index].mean(0, keepdim=True)  # (1, C, H, W)
-    test = load_images(split.test, size, channels, config.interpolation)
-    scores = ((test - mean) ** 2).mean((1, 2, 3)).numpy()
-    val = ((train[val_index] - mean) ** 2).mean((1, 2, 3)).numpy()
-    maps = None
-    if any(m is not None for m in split.test_masks):
-        error = (test - mean).abs().mean(1, keepdim=True)  # (N, 1, H, W)
-        if config.map_sigma > 0:
-            error = smooth_maps(error, gaussian_kernel(config.map_sigma))
-        maps = error[:, 0].numpy()
-    return _baseline_metrics("raw-pixel", config, split, scores, val, maps)
+    from ganomaly.detector import resolve_device
+
+    device = resolve_device(config.device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def run_autoencoder(config: RunConfig, split: DataSplit) -> dict[str, Any]:
-    """The same networks trained with w_adv = w_enc = 0, scored by mean |x - x_hat|; its
-    anomaly map is the model's own (smoothed |x - x_hat|)."""
-    from ganomaly.detector import GANomalyDetector, validation_split
-
-    params = dataclasses.asdict(detector_part(config))
-    params.update(w_adv=0.0, w_enc=0.0)
-    started = time.perf_counter()
-    detector = GANomalyDetector(**params).fit(split.train)
-    seconds = time.perf_counter() - started
-    train = detector.preprocess(split.train)
-    _, val_index = validation_split(len(train), config.val_fraction, config.split_seed)
-    val = train[val_index]
-    val_errors = (val - detector.reconstruct_preprocessed(val)).abs().mean((1, 2, 3))
-    test = detector.preprocess(split.test)
-    scores = (test - detector.reconstruct_preprocessed(test)).abs().mean((1, 2, 3)).numpy()
-    maps = None
-    if any(m is not None for m in split.test_masks):
-        maps = detector.score_preprocessed(test, with_maps=True).maps
-    metrics = _baseline_metrics("autoencoder", config, split, scores, val_errors.numpy(), maps)
-    metrics["train_seconds"] = round(seconds, 3)
-    return metrics
-
-
-def run_cell(method: str, config: RunConfig, cell_dir: Path) -> dict[str, Any]:
+def run_cell(method: str, config: RunConfig, split: DataSplit, run_dir: Path) -> dict[str, Any]:
     """Run one (method, class, seed) cell and return its metrics."""
-    if method == "ganomaly":
+    from ganomaly import baselines
+
+    if method in ("ganomaly", "skip-ganomaly"):
         from ganomaly.run import train_run
 
-        return train_run(dataclasses.replace(config, out=str(cell_dir / "run")))
-    split = load_split(config)
+        return train_run(dataclasses.replace(config, out=str(run_dir)))
     if method == "autoencoder":
-        return run_autoencoder(config, split)
-    return run_raw_pixel(config, split)
+        return baselines.run_autoencoder(config, split)
+    return baselines.run_raw_pixel(config, split)
 
 
-def _read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
+def run_benchmark(grid: Grid) -> dict[str, Any]:
+    """Every cell (re-using those in `grid.results`), then the tables; returns the summary."""
+    import torch
 
-
-def run_benchmark(
-    base: RunConfig, classes: list[str], seeds: list[int], methods: list[str]
-) -> dict[str, Any]:
-    """Every cell (resuming finished ones), then the tables; returns the results summary."""
+    from ganomaly import __version__
+    from ganomaly.cells import cell_key, cell_path, code_fingerprint, read_cell, write_cell
     from ganomaly.run import say
 
-    assert base.out is not None
-    out = Path(base.out)
+    code = code_fingerprint()
+    versions = {"ganomaly": __version__, "torch": str(torch.__version__), "numpy": np.__version__}
     cells: dict[str, dict[str, list[dict[str, Any]]]] = {
-        m: {c: [] for c in classes} for m in methods
+        m: {c: [] for c in grid.classes} for m in grid.methods
     }
-    total = len(methods) * len(classes) * len(seeds)
-    done = 0
-    for name in classes:
-        for seed in seeds:
-            for method in methods:
+    stale: list[list[str]] = []  # per stale cell re-used, the files that differ
+    loaded: tuple[tuple[str, int], DataSplit] | None = None
+    total, done = len(grid.methods) * len(grid.classes) * len(grid.seeds), 0
+    for name in grid.classes:
+        for seed in grid.seeds:
+            for method in grid.methods:
                 done += 1
-                cell_dir = out / "cells" / method / name / f"seed{seed}"
-                config = cell_config(base, name, seed, cell_dir)
-                settings = settings_of(config, method)
-                saved = _read_result(cell_dir / "result.json")
-                if saved is not None and saved.get("settings") == settings:
-                    cells[method][name].append(saved["metrics"])
-                    say(f"[{done}/{total}] {method} class {name} seed {seed}: done before, kept")
-                    continue
+                config = cell_config(grid, method, name, seed)
+                if loaded is None or loaded[0] != (name, config.split_seed):
+                    loaded = (name, config.split_seed), load_split(config)
+                split = loaded[1]
+                settings = settings_of(config)
+                identity = {"method": method, "class": name, "seed": seed,
+                            "data": data_of(config, split), "settings": settings}  # fmt: skip
+                key = cell_key(identity)
+                path = cell_path(grid.results, method, name, seed, key)
+                where = f"[{done}/{total}] {method} class {name} seed {seed}"
+                cell = read_cell(path, key)
+                if cell is not None:
+                    differing = code.differing(cell["code"]["files"])
+                    if not differing or not grid.rerun_stale:
+                        if differing:
+                            stale.append(differing)
+                        cells[method][name].append(cell)
+                        say(f"{where}: done before, kept{' (stale)' if differing else ''}")
+                        continue
+                run_dir = grid.out / "runs" / method / name / f"seed{seed}-{key}"
                 started = time.perf_counter()
-                metrics = run_cell(method, config, cell_dir)
+                metrics = run_cell(method, config, split, run_dir)
                 seconds = time.perf_counter() - started
-                kept = {k: metrics.get(k) for k in (*IMAGE_METRICS, *PIXEL_METRICS) if k in metrics}
-                kept["seconds"] = round(seconds, 1)
-                atomic_write_text(
-                    cell_dir / "result.json",
-                    json.dumps({"settings": settings, "metrics": kept}, indent=1),
-                )
-                cells[method][name].append(kept)
-                say(
-                    f"[{done}/{total}] {method} class {name} seed {seed}: "
-                    f"AUROC {_fmt(kept.get('auroc'))} in {seconds:.0f} s"
-                )
-    summary = summarize(cells, classes, seeds, methods, base)
-    write_tables(out, summary)
+                cell = {
+                    "key": key, **identity,
+                    "metrics": {k: metrics[k] for k in KEPT_METRICS if k in metrics},
+                    "seconds": round(seconds, 1),
+                    "device": _device_of(config), "threads": torch.get_num_threads(),
+                    "versions": versions,
+                    "code": {"fingerprint": code.fingerprint, "files": code.files},
+                }  # fmt: skip
+                write_cell(path, cell)
+                cells[method][name].append(cell)
+                say(f"{where}: AUROC {_fmt(metrics.get('auroc'))} in {seconds:.0f} s")
+    if stale:
+        files = sorted({f for differing in stale for f in differing})
+        warnings.warn(
+            f"{len(stale)} of {total} cells were made by other code (differs in "
+            f"{', '.join(files)}); re-used as they are, --rerun-stale runs them again",
+            stacklevel=2,
+        )
+    summary = summarize(grid, cells, len(stale))
+    write_tables(grid.results, summary)
     return summary
 
 
@@ -233,50 +258,76 @@ def _fmt(value: float | None) -> str:
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
+    """Mean, std (ddof 0), min, max and count of the values present; `values` as given, one
+    per seed (None where a metric is undefined)."""
     present = [v for v in values if v is not None]
     if not present:
-        return {"mean": None, "std": None, "n": 0}
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0, "values": values}
     array = np.asarray(present, dtype=np.float64)
-    return {"mean": float(array.mean()), "std": float(array.std()), "n": len(present)}
+    return {
+        "mean": float(array.mean()), "std": float(array.std()), "min": float(array.min()),
+        "max": float(array.max()), "n": len(present), "values": values,
+    }  # fmt: skip
 
 
 def summarize(
-    cells: dict[str, dict[str, list[dict[str, Any]]]],
-    classes: list[str],
-    seeds: list[int],
-    methods: list[str],
-    base: RunConfig,
+    grid: Grid, cells: dict[str, dict[str, list[dict[str, Any]]]], n_stale: int = 0
 ) -> dict[str, Any]:
-    """Per method, metric and class: mean, std and n over seeds; plus the class average."""
-    first = cells[methods[0]][classes[0]][0]
+    """Per method, metric and class: mean, std, min, max, n and the per-seed values; the class
+    average per seed; the settings, data and compute time behind them."""
+    classes, seeds, methods = grid.classes, grid.seeds, grid.methods
+    first = cells[methods[0]][classes[0]][0]["metrics"]
     metrics = [m for m in (*IMAGE_METRICS, *PIXEL_METRICS) if first.get(m) is not None]
     table: dict[str, Any] = {}
     for method in methods:
         table[method] = {}
         for metric in metrics:
-            rows = {c: _stats([cell.get(metric) for cell in cells[method][c]]) for c in classes}
+            rows = {
+                c: _stats([cell["metrics"].get(metric) for cell in cells[method][c]])
+                for c in classes
+            }
             per_seed: list[float | None] = []
             for k in range(len(seeds)):
-                values = [cells[method][c][k].get(metric) for c in classes]
-                if all(v is not None for v in values):
-                    per_seed.append(float(np.mean(np.asarray(values, dtype=np.float64))))
-            rows["mean"] = _stats(list(per_seed))
+                values = [cells[method][c][k]["metrics"].get(metric) for c in classes]
+                present = all(v is not None for v in values)
+                per_seed.append(float(np.mean(np.asarray(values, np.float64))) if present else None)
+            rows["mean"] = _stats(per_seed)
             table[method][metric] = rows
-    settings = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("out", "overwrite")}
+    any_cell = {m: cells[m][classes[0]][0] for m in methods}
+    shared = {k: v for k, v in any_cell[methods[0]]["settings"].items()
+              if k not in ("model", "w_adv", "w_con", "w_enc", "w_lat", "split_seed")}  # fmt: skip
     return {
-        "data": base.data,
-        "protocol": base.protocol,
+        "data": grid.base.data,
+        "protocol": grid.base.protocol,
         "classes": classes,
         "seeds": seeds,
         "methods": methods,
         "metrics": metrics,
-        "settings": settings,
+        "split_seed": "paired" if grid.pair_split_seed else grid.base.split_seed,
+        "settings": shared,
+        "method_settings": {
+            m: {k: any_cell[m]["settings"][k] for k in _METHOD_KEYS[m]} for m in methods
+        },
+        "data_sources": {c: cells[methods[0]][c][0]["data"] for c in classes},
         "table": table,
         "cell_seconds": {
-            m: round(sum(cell.get("seconds", 0.0) for c in classes for cell in cells[m][c]), 1)
+            m: round(sum(cell["seconds"] for c in classes for cell in cells[m][c]), 1)
             for m in methods
         },
+        "devices": sorted(
+            {cell["device"] for m in methods for c in classes for cell in cells[m][c]}
+        ),
+        "stale_cells": n_stale,
     }
+
+
+# The settings that tell the methods apart, shown per method in the tables' header.
+_METHOD_KEYS = {
+    "ganomaly": ("w_adv", "w_con", "w_enc"),
+    "skip-ganomaly": ("w_adv", "w_con", "w_lat", "score_lambda"),
+    "autoencoder": ("w_adv", "w_con", "w_enc"),
+    "raw-pixel": (),
+}
 
 
 def _cell_text(stats: dict[str, Any]) -> str:
@@ -285,50 +336,108 @@ def _cell_text(stats: dict[str, Any]) -> str:
     return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
 
 
+def _seeds_text(stats: dict[str, Any]) -> str:
+    return " / ".join(_fmt(v) for v in stats["values"])
+
+
+def _method_line(method: str, values: dict[str, Any]) -> str:
+    weights = ", ".join(f"{k} {v:g}" for k, v in values.items())
+    return {
+        "ganomaly": f"GANomaly ({weights})",
+        "skip-ganomaly": f"Skip-GANomaly ({weights})",
+        "autoencoder": f"autoencoder (GANomaly's networks, {weights}: D never trained; "
+        "score mean |x − x̂|)",
+        "raw-pixel": "raw pixels (squared distance to the mean normal training image)",
+    }[method]
+
+
 def markdown(summary: dict[str, Any]) -> str:
-    """One table per metric: rows = classes + mean, columns = methods."""
+    """One table per metric (rows = classes + mean, columns = methods), then AUROC per seed."""
     methods = summary["methods"]
     s = summary["settings"]
     protocol_note = {
         "paper": "class = the anomalous class (paper protocol)",
         "normal-class": "class = the normal class",
         "anomaly-class": "class = the anomalous class",
-        "mvtec": "class = MVTec AD category",
+        "mvtec": "class = MVTec AD-layout category",
         "folder": "the user folder",
     }.get(summary["protocol"], "")
+    split = (
+        "split seed = seed (paired, as the reference's --manualseed)"
+        if summary["split_seed"] == "paired"
+        else f"split seed {summary['split_seed']}"
+    )
+    precision = f", precision {s['precision']}" if "precision" in s else ""
+    sources = sorted(
+        {(d["source"], d["fingerprint"][:12]) for d in summary["data_sources"].values()}
+    )
+    compute = ", ".join(f"{METHOD_TITLES[m]} {summary['cell_seconds'][m]:.0f} s" for m in methods)
     lines = [
         f"# Benchmark: {summary['data']}, protocol {summary['protocol']}",
         "",
-        f"{protocol_note}; mean ± std over seeds {', '.join(map(str, summary['seeds']))}; "
-        f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, image {s['image_size']}, "
-        f"nz {s['nz']}, ngf {s['ngf']}, batch {s['batch_size']}, split seed {s['split_seed']}.",
+        f"{protocol_note}; mean ± std over seeds {', '.join(map(str, summary['seeds']))}, "
+        f"{split}; {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, image "
+        f"{s['image_size']}, nz {s['nz']}, ngf {s['ngf']}, batch {s['batch_size']}{precision}.",
+        "",
+        "Methods: "
+        + "; ".join(_method_line(m, summary["method_settings"][m]) for m in methods)
+        + ".",
+        "",
+        "Data: " + ", ".join(f"{src} (fingerprint {fp}…)" for src, fp in sources) + ". "
+        f"Compute, all cells: {compute} on {', '.join(summary['devices'])}.",
         "The mean row averages the classes per seed, then gives mean ± std over seeds.",
     ]
+    if summary["stale_cells"]:
+        lines.append(
+            f"{summary['stale_cells']} cells were made by other code than the one that wrote "
+            "this table (see their `code` record)."
+        )
     for metric in summary["metrics"]:
-        lines += ["", f"## {METRIC_TITLES[metric]}", ""]
-        lines.append("| class | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |")
-        lines.append("|---|" + "---|" * len(methods))
-        for name in [*summary["classes"], "mean"]:
-            cells = [_cell_text(summary["table"][m][metric][name]) for m in methods]
-            label = "**mean**" if name == "mean" else name
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += _table(summary, METRIC_TITLES[metric], metric, _cell_text)
+    lines += _table(
+        summary,
+        f"AUROC per seed ({' / '.join(f'seed {k}' for k in summary['seeds'])})",
+        "auroc",
+        _seeds_text,
+    )
     return "\n".join(lines) + "\n"
 
 
-def write_tables(out: Path, summary: dict[str, Any]) -> None:
-    """results.md, results.csv, results.json and results.png in `out`."""
-    (out / "results.md").write_text(markdown(summary))
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
-    with (out / "results.csv").open("w", newline="") as handle:
+def _table(summary: dict[str, Any], title: str, metric: str, text: Any) -> list[str]:
+    methods = summary["methods"]
+    lines = ["", f"## {title}", ""]
+    lines.append("| class | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |")
+    lines.append("|---|" + "---|" * len(methods))
+    for name in [*summary["classes"], "mean"]:
+        cells = [text(summary["table"][m][metric][name]) for m in methods]
+        label = "**mean**" if name == "mean" else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_tables(folder: Path, summary: dict[str, Any]) -> None:
+    """results.md, results.csv, results.json and results.png in `folder`."""
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.6f}"
+
+    atomic_write_text(folder / "results.md", markdown(summary))
+    atomic_write_text(folder / "results.json", json.dumps(summary, indent=1) + "\n")
+    seeds = [f"seed{k}" for k in summary["seeds"]]
+    with (folder / "results.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "metric", "class", "mean", "std", "n_seeds"])
+        writer.writerow(
+            ["method", "metric", "class", "mean", "std", "min", "max", "n_seeds", *seeds]
+        )
         for method in summary["methods"]:
             for metric in summary["metrics"]:
                 for name, stats in summary["table"][method][metric].items():
-                    mean = "" if stats["mean"] is None else f"{stats['mean']:.6f}"
-                    std = "" if stats["std"] is None else f"{stats['std']:.6f}"
-                    writer.writerow([method, metric, name, mean, std, stats["n"]])
-    bar_chart(summary, out / "results.png")
+                    writer.writerow([
+                        method, metric, name, number(stats["mean"]), number(stats["std"]),
+                        number(stats["min"]), number(stats["max"]), stats["n"],
+                        *(number(v) for v in stats["values"]),
+                    ])  # fmt: skip
+    bar_chart(summary, folder / "results.png")
 
 
 def bar_chart(summary: dict[str, Any], path: Path, metric: str = "auroc") -> Path:
@@ -360,32 +469,40 @@ def bar_chart(summary: dict[str, Any], path: Path, metric: str = "auroc") -> Pat
     return path
 
 
-def _prepare(out: str | None) -> Path:
-    if not out:
-        raise ConfigError("--out is required: the benchmark directory (re-use it to resume)")
-    path = Path(out)
+def _folder(value: str, flag: str, marker: str) -> Path:
+    """A benchmark folder: new, empty, or one this command made (it holds `marker`)."""
+    path = Path(value)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (path / "benchmark.yaml").is_file():
-        raise ConfigError(f"--out {out}: holds files but is not a benchmark directory")
+        raise ConfigError(f"{flag} {value}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise ConfigError(f"{flag} {value}: holds files but is not a benchmark folder")
     return path
 
 
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    """The `ganomaly benchmark` handler."""
-    import yaml
-
+def grid_from_args(args: argparse.Namespace) -> Grid:
+    """The benchmark the command line asks for; ConfigError on a bad flag."""
     from ganomaly.cli import build_config
-    from ganomaly.run import say
 
+    given = vars(args)
+    if "model" in given:
+        raise ConfigError("--model: the benchmark's --methods choose the models")
+    if "val_dir" in given:
+        raise ConfigError("--val-dir: benchmark cells are keyed on the test data alone")
+    if args.pair_split_seed and "split_seed" in given:
+        raise ConfigError("--pair-split-seed sets each cell's split seed to its seed: drop it")
     base = build_config(args)
     base.data = choose_data(base).data  # without --data: what --data-dir holds, else mnist
     base.protocol = resolve_protocol(base)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    # The precision a cell really trains in (auto resolves per device): tables and cell keys
+    # name fp32 or bf16, never "auto".
+    from ganomaly.detector import resolve_device
+    from ganomaly.hardware import resolve_precision
+
+    base.precision = resolve_precision(base.precision, resolve_device(base.device))
+    methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"--methods {args.methods!r}: choose from {', '.join(METHODS)}")
-    seeds = parse_seeds(args.seeds)
     if args.classes:
         classes = parse_classes(args.classes, base.protocol)
     elif base.protocol == "mvtec":
@@ -396,18 +513,36 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         classes = [Path(base.data_dir or ".").name]
     else:
         raise ConfigError("--classes is required, e.g. --classes 0-9")
-    out = _prepare(base.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.yaml").write_text(
+    if not base.out:
+        raise ConfigError("--out is required: the folder for run directories (re-use to resume)")
+    out = _folder(base.out, "--out", "benchmark.yaml")
+    results = _folder(args.results or base.out, "--results", "cells")
+    return Grid(
+        base, classes, parse_seeds(args.seeds), methods, out, results,
+        pair_split_seed=args.pair_split_seed, rerun_stale=args.rerun_stale,
+    )  # fmt: skip
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """The `ganomaly benchmark` handler."""
+    import yaml
+
+    from ganomaly.run import say
+
+    grid = grid_from_args(args)
+    grid.out.mkdir(parents=True, exist_ok=True)
+    (grid.results / "cells").mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in dataclasses.asdict(grid.base).items() if k != "overwrite"}
+    (grid.out / "benchmark.yaml").write_text(
         yaml.safe_dump(
-            {"classes": classes, "seeds": seeds, "methods": methods,
-             **{k: v for k, v in dataclasses.asdict(base).items() if k != "overwrite"}},
+            {"classes": grid.classes, "seeds": grid.seeds, "methods": grid.methods,
+             "results": str(grid.results), "pair_split_seed": grid.pair_split_seed, **settings},
             sort_keys=False,
         )
     )  # fmt: skip
     started = time.perf_counter()
-    summary = run_benchmark(base, classes, seeds, methods)
-    say(f"benchmark took {time.perf_counter() - started:.0f} s; wrote {out}/results.md")
+    summary = run_benchmark(grid)
+    say(f"benchmark took {time.perf_counter() - started:.0f} s; wrote {grid.results}/results.md")
     print(markdown(summary), end="")
     return 0
 
@@ -436,8 +571,22 @@ def register(subparsers: Any) -> None:
         "--seeds", metavar="LIST", default="0", help="seeds, e.g. 0,1,2 (default 0)"
     )
     parser.add_argument(
-        "--methods", metavar="LIST", default=",".join(METHODS),
-        help=f"methods to run (default: {','.join(METHODS)})",
+        "--methods", metavar="LIST", default=",".join(DEFAULT_METHODS),
+        help=f"methods to run, of {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--results", metavar="DIR",
+        help="folder for the finished cells (small JSON, meant to be committed) and the tables "
+        "(default: --out); cells found there are re-used, never run again",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pair-split-seed", action="store_true",
+        help="each cell's split seed = its seed, as the reference's --manualseed sets both "
+        "(default: every seed shares --split-seed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rerun-stale", action="store_true",
+        help="run again the cells made by other code (default: re-use them, with a warning)",
     )  # fmt: skip
     add_config_flags(parser, RunConfig)
     parser.set_defaults(handler=cmd_benchmark)

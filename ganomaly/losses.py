@@ -78,7 +78,7 @@ class SkipGeneratorLosses:
 def skip_generator_losses(
     x: Tensor,
     x_hat: Tensor,
-    logits_fake: Tensor,
+    logits_fake: Tensor | None,
     features_real: Tensor,
     features_fake: Tensor,
     *,
@@ -86,8 +86,13 @@ def skip_generator_losses(
     w_con: float,
     w_lat: float,
 ) -> SkipGeneratorLosses:
-    """Skip-GANomaly's three generator losses and their weighted sum (weights: the config's)."""
-    l_adv = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+    """Skip-GANomaly's three generator losses and their weighted sum (weights: the config's).
+
+    `logits_fake` None: D did not run (`training.generator_only_step`), L_adv is 0."""
+    if logits_fake is None:
+        l_adv = x.new_zeros(())
+    else:
+        l_adv = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
     l_con = F.l1_loss(x_hat, x)
     l_lat = F.mse_loss(features_fake, features_real)
     l_g = w_adv * l_adv + w_con * l_con + w_lat * l_lat

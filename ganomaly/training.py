@@ -9,6 +9,8 @@ Per batch (x are normal images in [-1, 1]):
     if L_D < 1e-5: re-initialise D's weights (its Adam moments are kept, as in the reference)
 
 D's real and fake passes are separate forward calls, so each gets its own BatchNorm batch.
+When D cannot change a result (w_adv = 0: the benchmark's autoencoder baseline), the step
+trains G alone and D never runs (`discriminator_trains`, `generator_only_step`).
 
 Speed (see docs/performance.md; tests/test_fast_paths.py checks the step equal to a plain
 one): networks and batches in channels_last, fused Adam, one D pass each over x and x_hat
@@ -159,6 +161,8 @@ def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
     as computed, not on G's weights); the two steps simply come together at the end. The
     result equals the reference's G step then D step (tests/test_fast_paths.py).
     """
+    if not discriminator_trains(state.config):
+        return generator_only_step(state, x)
     if state.config.model == "skip-ganomaly":
         return skip_train_step(state, x)
     if state.ddp:
@@ -173,13 +177,63 @@ def train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
         l_d = discriminator_loss(
             discriminator.classify(features_real), discriminator.classify(features_fake)
         )
+    _update_both(state, g.l_g, l_d)
+    return _detached(g, l_d)
+
+
+def discriminator_trains(config: DetectorConfig) -> bool:
+    """Whether training D can change a result: its loss reaches G (GANomaly: only through
+    L_adv; Skip-GANomaly: through L_adv and L_lat, both read D), or the score reads D
+    (Skip-GANomaly with score_lambda < 1). When it cannot, as for the autoencoder baseline
+    (GANomaly with w_adv = 0), the step trains G alone (`generator_only_step`)."""
+    if config.model == "skip-ganomaly":
+        return config.w_adv != 0 or config.w_lat != 0 or config.score_lambda != 1
+    return config.w_adv != 0
+
+
+def generator_only_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
+    """The step when D cannot change a result (`discriminator_trains` is false): one G step
+    on G's own losses. D never runs: its weights, BatchNorm statistics and Adam state stay as
+    initialised, and it is never re-initialised.
+
+    The terms only D can compute, L_adv and L_D, are recorded as 0 rather than NaN: their
+    weight in L_G is 0, so L_G is exactly what the full step would compute, and a 0 keeps
+    every reader of the losses working unchanged (the non-finite check that stops a
+    diverging run, history.csv, JSON, the loss figure). `d_reinits` stays 0, which says
+    that D did nothing.
+    """
+    config = state.config
+    generator = state.ddp.generator if state.ddp else state.generator
+    not_run = x.new_zeros(())  # stands in for D's features and loss: MSE(0, 0) = 0
+    with autocast(x.device, config.precision):
+        if config.model == "skip-ganomaly":
+            skip = skip_generator_losses(
+                x, generator(x), None, not_run, not_run,
+                w_adv=config.w_adv, w_con=config.setting("w_con"), w_lat=config.w_lat,
+            )  # fmt: skip
+            l_g, losses = skip.l_g, _skip_detached(skip, not_run)
+        else:
+            x_hat, z, z_hat = generator(x)
+            g = generator_losses(
+                x, x_hat, z, z_hat, not_run, not_run,
+                config.w_adv, config.setting("w_con"), config.w_enc,
+            )  # fmt: skip
+            l_g, losses = g.l_g, _detached(g, not_run)
+    state.optimizer_g.zero_grad(set_to_none=True)
+    l_g.backward()
+    state.optimizer_g.step()
+    return losses
+
+
+def _update_both(state: TrainState, l_g: Tensor, l_d: Tensor) -> None:
+    """Both networks' updates from one forward (see `train_step`): each backward computes
+    only its own network's gradients, and both come before either optimizer step."""
     state.optimizer_g.zero_grad(set_to_none=True)
     state.optimizer_d.zero_grad(set_to_none=True)
-    torch.autograd.backward(g.l_g, inputs=list(generator.parameters()), retain_graph=True)
-    torch.autograd.backward(l_d, inputs=list(discriminator.parameters()))
+    torch.autograd.backward(l_g, inputs=list(state.generator.parameters()), retain_graph=True)
+    torch.autograd.backward(l_d, inputs=list(state.discriminator.parameters()))
     state.optimizer_g.step()
     state.optimizer_d.step()
-    return _detached(g, l_d)
 
 
 def _ddp_train_step(state: TrainState, x: Tensor, ddp: distributed.DDPModules) -> dict[str, Tensor]:
@@ -239,12 +293,7 @@ def skip_train_step(state: TrainState, x: Tensor) -> dict[str, Tensor]:
         l_d = skip_discriminator_loss(
             logits_real, logits_fake, features_real, features_fake, w_lat=config.w_lat
         )
-    state.optimizer_g.zero_grad(set_to_none=True)
-    state.optimizer_d.zero_grad(set_to_none=True)
-    torch.autograd.backward(g.l_g, inputs=list(generator.parameters()), retain_graph=True)
-    torch.autograd.backward(l_d, inputs=list(discriminator.parameters()))
-    state.optimizer_g.step()
-    state.optimizer_d.step()
+    _update_both(state, g.l_g, l_d)
     return _skip_detached(g, l_d)
 
 
@@ -310,7 +359,7 @@ def maybe_reinit_discriminator(state: TrainState, l_d: float) -> bool:
     Under torchrun `l_d` is the all-reduced mean, so every rank decides alike; rank 0 draws
     the new weights and broadcasts them.
     """
-    if l_d < state.config.d_reinit_threshold:
+    if l_d < state.config.d_reinit_threshold and discriminator_trains(state.config):
         distributed.reinit_discriminator(state.discriminator)
         state.d_reinits += 1
         return True

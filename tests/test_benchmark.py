@@ -1,19 +1,35 @@
-"""`ganomaly benchmark`: a CI-sized grid, run twice; the tables, the resume and the baselines."""
+"""`ganomaly benchmark`: a CI-sized grid, run twice; the cells that last (re-used from the
+results folder alone, stale ones recognised), the tables and the baselines; the autoencoder
+baseline's training step, which never runs the discriminator."""
 
 from __future__ import annotations
 
+import copy
 import csv
+import hashlib
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
+import ganomaly
 from ganomaly.benchmark import parse_classes
 from ganomaly.cli import main
-from ganomaly.config import ConfigError
+from ganomaly.config import ConfigError, DetectorConfig
+from ganomaly.model import build_networks
+from ganomaly.training import (
+    TrainState,
+    discriminator_trains,
+    make_optimizers,
+    run_epoch,
+    train_step,
+)
 
 GRID = [
     "benchmark", "--data", "digits", "--protocol", "normal-class", "--classes", "0,1",
@@ -21,65 +37,163 @@ GRID = [
     "--no-progress",
 ]  # fmt: skip
 TABLES = ("results.md", "results.csv", "results.json")
+METHODS = ("ganomaly", "autoencoder", "raw-pixel")  # the default --methods
 
 
 @pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "digits"
-    assert main([*GRID, "--out", str(out)]) == 0
-    return out
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(out, results) of the grid, run once."""
+    root = tmp_path_factory.mktemp("bench")
+    out, results = root / "out", root / "results"
+    assert main([*GRID, "--out", str(out), "--results", str(results)]) == 0
+    return out, results
 
 
-def test_second_run_reuses_every_cell_and_writes_identical_tables(bench_dir, capsys):
-    first = {name: (bench_dir / name).read_text() for name in TABLES}
-    results = sorted(bench_dir.glob("cells/*/*/seed*/result.json"))
-    assert len(results) == 3 * 2 * 2  # methods x classes x seeds
-    stamps = [p.stat().st_mtime_ns for p in results]
+def cells_of(results: Path) -> list[Path]:
+    return sorted(results.glob("cells/*/*/seed*.json"))
+
+
+def cell(results: Path, method: str, name: str, seed: int) -> dict[str, Any]:
+    (path,) = results.glob(f"cells/{method}/{name}/seed{seed}-*.json")
+    return dict(json.loads(path.read_text()))
+
+
+def test_second_run_reuses_every_cell_from_the_results_folder_alone(bench, capsys):
+    out, results = bench
+    assert (out / "runs" / "ganomaly" / "0").is_dir()  # the bulky run directories are in --out
+    first = {name: (results / name).read_text() for name in TABLES}
+    paths = cells_of(results)
+    assert len(paths) == 3 * 2 * 2  # methods x classes x seeds
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    shutil.rmtree(out)
     capsys.readouterr()
-    assert main([*GRID, "--out", str(bench_dir)]) == 0
-    err = capsys.readouterr().err
-    assert err.count("done before, kept") == 12
-    assert [p.stat().st_mtime_ns for p in results] == stamps  # no cell re-run
-    assert {name: (bench_dir / name).read_text() for name in TABLES} == first
+    assert main([*GRID, "--out", str(out), "--results", str(results)]) == 0
+    assert capsys.readouterr().err.count("done before, kept") == 12
+    assert not (out / "runs").exists()  # nothing trained
+    assert [p.stat().st_mtime_ns for p in cells_of(results)] == stamps
+    assert {name: (results / name).read_text() for name in TABLES} == first
 
 
-def test_table_is_mean_and_std_of_the_cells(bench_dir):
-    summary = json.loads((bench_dir / "results.json").read_text())
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (str(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_cells_hold_no_machine_path_and_record_what_made_them(bench):
+    out, results = bench
+    root = str(out.parent)
+    for path in [*cells_of(results), results / "results.json"]:
+        text = path.read_text()
+        assert root not in text and str(Path.home()) not in text, path
+        assert not [s for s in _strings(json.loads(text)) if s.startswith("/")], path
+    record = cell(results, "ganomaly", "1", 0)
+    assert record["method"] == "ganomaly" and record["class"] == "1" and record["seed"] == 0
+    assert record["data"]["name"] == "digits" and len(record["data"]["fingerprint"]) == 64
+    assert "out" not in record["settings"] and "data_dir" not in record["settings"]
+    assert record["settings"]["epochs"] == 1 and record["settings"]["w_con"] == 50.0
+    assert set(record["code"]["files"]) >= {
+        "ganomaly/model.py", "ganomaly/losses.py", "ganomaly/training.py",
+        "ganomaly/data/protocols.py",
+    }  # fmt: skip
+    source = Path(ganomaly.__file__).parent / "training.py"
+    expected = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert record["code"]["files"]["ganomaly/training.py"] == expected
+    assert record["versions"]["ganomaly"] == ganomaly.__version__
+    assert record["metrics"]["auroc"] is not None and record["seconds"] > 0
+    # The autoencoder cell trained with its own settings, and never re-initialised a D.
+    autoencoder = cell(results, "autoencoder", "1", 0)
+    assert autoencoder["settings"]["w_adv"] == 0.0 and autoencoder["settings"]["w_enc"] == 0.0
+    assert autoencoder["metrics"]["d_reinits"] == 0
+
+
+def _stale_copy(results: Path, target: Path) -> Path:
+    """A copy of the results whose ganomaly class-0 seed-0 cell claims other training code."""
+    shutil.copytree(results, target)
+    (path,) = target.glob("cells/ganomaly/0/seed0-*.json")
+    record = json.loads(path.read_text())
+    record["code"]["files"]["ganomaly/training.py"] = "0" * 64
+    record["code"]["fingerprint"] = "1" * 64
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
+def test_a_cell_made_by_other_code_is_reused_with_a_warning(bench, tmp_path, capsys):
+    _, results = bench
+    stale = _stale_copy(results, tmp_path / "results")
+    before = stale.read_text()
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"1 of 12 cells were made by other code \(differs in "
+                      r"ganomaly/training\.py\); re-used"):  # fmt: skip
+        assert (
+            main([*GRID, "--out", str(tmp_path / "out"), "--results", str(stale.parents[3])]) == 0
+        )
+    assert capsys.readouterr().err.count("done before, kept") == 12
+    assert stale.read_text() == before
+    assert "1 cells were made by other code" in (tmp_path / "results" / "results.md").read_text()
+
+
+def test_rerun_stale_runs_that_cell_again(bench, tmp_path, capsys):
+    _, results = bench
+    stale = _stale_copy(results, tmp_path / "results")
+    original = cell(results, "ganomaly", "0", 0)
+    capsys.readouterr()
+    args = ["--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]
+    assert main([*GRID, *args, "--rerun-stale"]) == 0
+    assert capsys.readouterr().err.count("done before, kept") == 11
+    redone = json.loads(stale.read_text())
+    assert redone["code"] == original["code"]  # made by this code now
+    assert (tmp_path / "out" / "runs" / "ganomaly" / "0").is_dir()
+    # Same code, same seed, on the CPU: the same numbers.
+    assert redone["metrics"]["auroc"] == pytest.approx(original["metrics"]["auroc"], abs=1e-9)
+
+
+def test_table_is_mean_std_and_spread_of_the_cells(bench):
+    _, results = bench
+    summary = json.loads((results / "results.json").read_text())
     rows = {
         (r["method"], r["metric"], r["class"]): r
-        for r in csv.DictReader((bench_dir / "results.csv").open())
+        for r in csv.DictReader((results / "results.csv").open())
     }
-    for method in ("ganomaly", "autoencoder", "raw-pixel"):
-        per_class = {}
-        for name in ("0", "1"):
-            values = [
-                json.loads((bench_dir / f"cells/{method}/{name}/seed{s}/result.json").read_text())[
-                    "metrics"
-                ]["auroc"]
-                for s in (0, 1)
-            ]
-            per_class[name] = values
+    for method in METHODS:
+        per_class = {
+            name: [cell(results, method, name, s)["metrics"]["auroc"] for s in (0, 1)]
+            for name in ("0", "1")
+        }
+        for name, values in per_class.items():
             row = rows[(method, "auroc", name)]
-            # The CSV rounds to 6 significant digits.
-            assert float(row["mean"]) == pytest.approx(np.mean(values), rel=1e-5, abs=1e-7)
-            assert float(row["std"]) == pytest.approx(np.std(values), rel=1e-5, abs=1e-7)
+            # The CSV rounds to 6 decimals.
+            assert float(row["mean"]) == pytest.approx(np.mean(values), abs=1e-6)
+            assert float(row["std"]) == pytest.approx(np.std(values), abs=1e-6)
+            assert float(row["min"]) == pytest.approx(min(values), abs=1e-6)
+            assert float(row["max"]) == pytest.approx(max(values), abs=1e-6)
+            assert [float(row["seed0"]), float(row["seed1"])] == pytest.approx(values, abs=1e-6)
             assert row["n_seeds"] == "2"
+            assert summary["table"][method]["auroc"][name]["values"] == values
         seed_means = [np.mean([per_class["0"][k], per_class["1"][k]]) for k in (0, 1)]
         assert summary["table"][method]["auroc"]["mean"]["mean"] == pytest.approx(
             np.mean(seed_means)
         )
-    markdown = (bench_dir / "results.md").read_text()
+    markdown = (results / "results.md").read_text()
     assert "| **mean** |" in markdown and "GANomaly" in markdown and "raw pixels" in markdown
-    assert (bench_dir / "results.png").stat().st_size > 5_000
+    assert "## AUROC per seed (seed 0 / seed 1)" in markdown
+    data = cell(results, "raw-pixel", "0", 0)["data"]
+    assert f"{data['source']} (fingerprint {data['fingerprint'][:12]}…)" in markdown
+    assert "split seed 0;" in markdown
+    assert "precision fp32." in markdown  # auto, resolved: this CPU test trains in fp32
+    assert (results / "results.png").stat().st_size > 5_000
 
 
-def test_raw_pixel_baseline_is_the_distance_to_the_mean_normal_image(bench_dir):
+def test_raw_pixel_baseline_is_the_distance_to_the_mean_normal_image(bench):
     # Worked out independently of the library on the 8x8 images themselves: the ranking of
     # squared distances to the mean normal image is close to the one at the model's 16x16
     # (a bilinear upsampling), so the AUROC must agree to within a few hundredths.
+    _, results = bench
     digits = load_digits()
     images, labels = digits.images / 16.0, digits.target
-    raw = json.loads((bench_dir / "cells/raw-pixel/0/seed0/result.json").read_text())
+    raw = cell(results, "raw-pixel", "0", 0)
     mean = images[labels == 0].mean(0)
     scores = ((images - mean) ** 2).mean((1, 2))
     expected = roc_auc_score(labels != 0, scores)
@@ -87,11 +201,109 @@ def test_raw_pixel_baseline_is_the_distance_to_the_mean_normal_image(bench_dir):
     assert raw["metrics"]["auroc"] > 0.9
 
 
+def test_paired_split_seeds_key_cells_on_the_settings_not_the_command(tmp_path, capsys):
+    paper = [
+        "benchmark", "--data", "digits", "--protocol", "paper", "--classes", "3",
+        "--methods", "raw-pixel", "--image-size", "16", "--no-progress",
+        "--results", str(tmp_path / "results"),
+    ]  # fmt: skip
+    assert main([*paper, "--seeds", "0,1", "--pair-split-seed", "--out", str(tmp_path / "a")]) == 0
+    paired = [cell(tmp_path / "results", "raw-pixel", "3", s) for s in (0, 1)]
+    assert [c["settings"]["split_seed"] for c in paired] == [0, 1]
+    # The split changed with the seed (raw pixels have no other randomness).
+    assert paired[0]["metrics"]["auroc"] != paired[1]["metrics"]["auroc"]
+    assert "split seed = seed (paired" in (tmp_path / "results" / "results.md").read_text()
+    # Seed 1 with split seed 1, asked for without pairing, is the same cell.
+    capsys.readouterr()
+    args = ["--seeds", "1", "--split-seed", "1", "--out", str(tmp_path / "b")]
+    assert main([*paper, *args]) == 0
+    assert capsys.readouterr().err.count("done before, kept") == 1
+    assert main([*paper, *args, "--pair-split-seed"]) == 2
+    assert "--pair-split-seed sets each cell's split seed" in capsys.readouterr().err
+
+
 def test_class_lists_and_bad_flags(tmp_path, capsys):
     assert parse_classes("0-3,7", "normal-class") == ["0", "1", "2", "3", "7"]
     assert parse_classes("bottle,grid", "mvtec") == ["bottle", "grid"]
     with pytest.raises(ConfigError, match="a range is written like 0-9"):
         parse_classes("5-2", "paper")
-    out = tmp_path / "b"
-    assert main([*GRID[:-1], "--methods", "ganomaly,svm", "--out", str(out)]) == 2
+    out = str(tmp_path / "b")
+    assert main([*GRID, "--methods", "ganomaly,svm", "--out", out]) == 2
     assert "--methods 'ganomaly,svm'" in capsys.readouterr().err
+    assert main([*GRID, "--model", "skip-ganomaly", "--out", out]) == 2
+    assert "--methods choose the models" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    assert main([*GRID, "--out", out, "--results", str(tmp_path / "notes")]) == 2
+    assert "holds files but is not a benchmark folder" in capsys.readouterr().err
+
+
+# -- the autoencoder baseline's step: G alone, D never runs ----------------------------------
+
+
+def _state(model: str, **settings: Any) -> TrainState:
+    config = DetectorConfig(
+        model=model, image_size="16", nz=8, ngf=4, batch_size=4, progress=False, **settings
+    )
+    generator, discriminator = build_networks(model, (16, 16), 1, 8, 4, 0, seed=0)
+    return TrainState(
+        generator, discriminator, *make_optimizers(generator, discriminator, config), config
+    )
+
+
+def test_discriminator_trains_only_where_it_can_change_a_result():
+    def trains(model: str, **settings: Any) -> bool:
+        return discriminator_trains(DetectorConfig(model=model, **settings))
+
+    assert trains("ganomaly") and trains("ganomaly", w_enc=0.0)
+    assert not trains("ganomaly", w_adv=0.0) and not trains("ganomaly", w_adv=0.0, w_enc=0.0)
+    assert trains("skip-ganomaly") and trains("skip-ganomaly", w_adv=0.0)  # L_lat reads D
+    assert trains("skip-ganomaly", w_adv=0.0, w_lat=0.0)  # the score reads D (lambda 0.9)
+    assert not trains("skip-ganomaly", w_adv=0.0, w_lat=0.0, score_lambda=1.0)
+
+
+@pytest.mark.parametrize(
+    "model, settings",
+    [
+        ("ganomaly", {"w_adv": 0.0, "w_enc": 0.0}),  # the autoencoder baseline
+        ("skip-ganomaly", {"w_adv": 0.0, "w_lat": 0.0, "score_lambda": 1.0}),
+    ],
+)
+def test_without_a_use_for_d_the_step_never_runs_it(model, settings):
+    state = _state(model, **settings)
+    d_before = copy.deepcopy(state.discriminator.state_dict())
+    expected_g = copy.deepcopy(state.generator)
+    calls = []  # every layer of D, however it is reached (forward, features, classify)
+    for module in state.discriminator.modules():
+        module.register_forward_pre_hook(lambda module, args: calls.append(module))
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+
+    losses = train_step(state, x)
+
+    assert calls == [] and not any(state.optimizer_d.state.values())
+    after = state.discriminator.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in d_before.items())  # BN statistics too
+    assert losses["l_d"].item() == 0.0 and losses["l_adv"].item() == 0.0
+    # G's update is a plain autoencoder step on w_con * L1 (+ w_enc * latent), written out
+    # here without losses.py.
+    output = expected_g(x)
+    x_hat = output if model == "skip-ganomaly" else output[0]
+    l_con = (x_hat - x).abs().mean()
+    assert losses["l_con"].item() == pytest.approx(l_con.item(), rel=1e-6)
+    (state.config.setting("w_con") * l_con).backward()
+    torch.optim.Adam(expected_g.parameters(), lr=2e-4, betas=(0.5, 0.999)).step()
+    for (name, param), expected in zip(
+        state.generator.named_parameters(), expected_g.parameters(), strict=True
+    ):
+        assert torch.allclose(param, expected, atol=1e-7), name
+
+
+def test_an_untrained_d_is_never_reinitialised():
+    # L_D is recorded as 0, below the re-init threshold: the rule must not fire for a D
+    # that never trains.
+    state = _state("ganomaly", w_adv=0.0, w_enc=0.0)
+    d_before = copy.deepcopy(state.discriminator.state_dict())
+    row = run_epoch(state, torch.rand(12, 1, 16, 16) * 2 - 1, batch_size=4, progress=False)
+    assert row["d_reinits"] == 0 and state.d_reinits == 0 and row["l_d"] == 0.0
+    after = state.discriminator.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in d_before.items())
