@@ -42,6 +42,7 @@ from ganomaly.config import (
     detector_part,
     from_dict,
     read_settings,
+    stored_settings,
 )
 from ganomaly.data import DataError, DataSplit, choose_data, load_split, resolve_protocol
 from ganomaly.data.layout import detect_layout
@@ -181,7 +182,7 @@ def read_config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    return from_dict(RunConfig, read_settings(path, str(path)))
+    return from_dict(RunConfig, stored_settings(read_settings(path, str(path))))
 
 
 def write_history(path: Path, history: list[dict[str, float]], columns: Sequence[str]) -> None:
