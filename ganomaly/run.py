@@ -252,8 +252,9 @@ def train_run(config: RunConfig, resume: bool = False) -> dict[str, Any]:
         checkpoint = load_latest_checkpoint(run_dir)
     split = load_split(config)
     protocol = resolve_protocol(config)
-    say(split_line(config, split, protocol))
-    validation_split(len(split.train_ids), config.val_fraction, config.split_seed)  # too few?
+    # too few images to hold out any fails here, before anything is written
+    _, val_index = validation_split(len(split.train_ids), config.val_fraction, config.split_seed)
+    say(f"{split_line(config, split, protocol)} | {len(val_index)} of them held out for validation")
     if not resume and config.overwrite:
         for stale in list_checkpoints(run_dir):  # another run's: they would outrank this one's
             stale.unlink()
