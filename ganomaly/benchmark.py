@@ -87,7 +87,7 @@ METRIC_TITLES = {
 # to checkpoint, how images are held or decoded, which bad files stop a run).
 _NOT_SETTINGS = (
     "target_class", "category", "seed", "out", "data_dir", "source", "val_dir", "overwrite",
-    "progress", "threads", "device", "checkpoint_every", "in_memory", "num_workers",
+    "progress", "threads", "device", "checkpoint_every",
     "max_pixels", "skip_bad",
 )  # fmt: skip
 

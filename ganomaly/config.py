@@ -248,12 +248,6 @@ class RunConfig(DetectorConfig):
     val_dir: str | None = _f(
         None, "labelled validation set (good/ and defect folders) for normalisation and threshold"
     )
-    in_memory: bool | None = _f(
-        None, "hold the decoded images in memory (default: when they fit in 2 GB)"
-    )
-    num_workers: int | None = _f(
-        None, "worker processes that decode image files (default: up to 4, 0 = in-process)"
-    )
     out: str | None = _f(None, "the run directory to write (new, or empty)")
     overwrite: bool = _f(False, "allow --out to be a directory that already holds files")
     skip_bad: bool = _f(
@@ -265,8 +259,6 @@ class RunConfig(DetectorConfig):
 
     def validate(self, style: str = "flag") -> None:
         super().validate(style)
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"{spell('num_workers', style=style)} must be >= 0")
 
 
 def parse_image_size(value: str | int, style: str = "flag") -> tuple[int, int]:
@@ -302,11 +294,16 @@ def stored_settings(values: dict[str, Any]) -> dict[str, Any]:
     """Settings saved by an earlier version (a model file's config, a run's config.yaml), as
     this version reads them: those files store the default threshold_quantile (0.99) beside
     a fixed `threshold`, which won; the threshold rules are now exclusive, so the quantile is
-    dropped there."""
-    values = dict(values)
+    dropped there; and RETIRED_SETTINGS are dropped."""
+    values = {k: v for k, v in values.items() if k not in RETIRED_SETTINGS}
     if values.get("threshold") is not None:
         values["threshold_quantile"] = None
     return values
+
+
+# Settings earlier versions wrote that no longer exist: `in_memory` and `num_workers` were
+# never read (every dataset is decoded once into one tensor), so dropping them changes nothing.
+RETIRED_SETTINGS = ("in_memory", "num_workers")
 
 
 def detector_part(config: DetectorConfig) -> DetectorConfig:
