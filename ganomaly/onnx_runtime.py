@@ -52,6 +52,7 @@ from ganomaly.results import (
     EXIT_SOME_FAILED,
     FileResult,
     format_table,
+    output_problem,
     write_csv,
     write_json,
 )
@@ -460,11 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Handler of `ganomaly-onnx predict`; returns the exit code."""
-    if args.batch_size < 1:
-        raise OnnxModelError("--batch-size must be >= 1")
-    for option, target in (("--csv", args.csv), ("--json", args.json)):
-        if target and target != "-" and Path(target).is_dir():
-            raise OnnxModelError(f"{option} {target}: is a directory; give a file name")
+    problem = output_problem(args.batch_size, args.csv, args.json)
+    if problem:
+        raise OnnxModelError(problem)
     detector = OnnxDetector.load(args.model)
     results = detector.score_files(args.paths, args.batch_size, args.max_pixels, with_maps=False)
     failed = [r for r in results if not r.ok]

@@ -23,6 +23,7 @@ from ganomaly.results import (
     EXIT_SOME_FAILED,
     FileResult,
     format_table,
+    output_problem,
     write_csv,
     write_json,
 )
@@ -108,11 +109,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Handler of `ganomaly predict`."""
     from ganomaly.detector import GANomalyDetector
 
-    if args.batch_size < 1:
-        raise ConfigError("--batch-size must be >= 1")
-    for option, target in (("--csv", args.csv), ("--json", args.json)):
-        if target and target != "-" and Path(target).is_dir():
-            raise ConfigError(f"{option} {target}: is a directory; give a file name")
+    problem = output_problem(args.batch_size, args.csv, args.json)
+    if problem:
+        raise ConfigError(problem)
     detector = GANomalyDetector.load(args.model, device=args.device)
     entries = list_inputs(args.paths)
     maps_dir = Path(args.maps) if args.maps else None

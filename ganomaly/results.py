@@ -60,6 +60,17 @@ class FileResult:
         return record
 
 
+def output_problem(batch_size: int, csv_target: str | None, json_target: str | None) -> str | None:
+    """Why the prediction commands' output options cannot work (a one-line reason), or None:
+    checked before any model is loaded."""
+    if batch_size < 1:
+        return "--batch-size must be >= 1"
+    for option, target in (("--csv", csv_target), ("--json", json_target)):
+        if target and target != "-" and Path(target).is_dir():
+            return f"{option} {target}: is a directory; give a file name"
+    return None
+
+
 def _csv_row(result: FileResult) -> list[str]:
     if not result.ok:
         return [result.path, "", "", "", result.error or ""]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._trained import trained_run
+from tests._trained import exported, trained_run
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -22,3 +22,15 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's one trained run (tests/_trained.py): digits class 0, tiny model."""
     return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same trained run, under the name the API, predict, export and server tests use."""
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained run exported to ONNX, made once."""
+    return exported(tmp_path_factory, "onnx")

@@ -14,14 +14,9 @@ from PIL import Image
 
 from ganomaly import GANomalyDetector, NotFittedError
 from ganomaly.images import ImageError
-from tests._trained import TINY, sample_images, trained_run
+from tests._trained import TINY, sample_images
 
 PARAMS = {"image_size": 16, "ngf": 8, "nz": 16, "epochs": 1, "batch_size": 32, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

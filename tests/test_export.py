@@ -19,17 +19,6 @@ from ganomaly.export import (
     read_onnx_metadata,
     read_torchscript_metadata,
 )
-from tests._trained import exported, trained_run
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported(tmp_path_factory, "onnx")
 
 
 def reference(detector: GANomalyDetector, x: torch.Tensor) -> list[np.ndarray]:

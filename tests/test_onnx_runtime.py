@@ -31,7 +31,7 @@ from ganomaly.onnx_runtime import (
     resize,
 )
 from ganomaly.results import CSV_COLUMNS
-from tests._trained import exported, sample_images, trained_run
+from tests._trained import sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERS = ("bilinear", "bicubic", "nearest", "area")
@@ -134,16 +134,6 @@ def test_preprocess_refuses_what_the_torch_preprocess_refuses(
 
 
 # -- the exported model -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported(tmp_path_factory, "onnx")
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,7 @@ import pytest
 from PIL import Image
 
 from ganomaly import GANomalyDetector
-from tests._trained import sample_images, trained_run
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
+from tests._trained import sample_images
 
 
 @pytest.fixture(scope="module")

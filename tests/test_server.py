@@ -19,14 +19,9 @@ from PIL import Image
 
 from ganomaly import GANomalyDetector
 from ganomaly.images import load_image, preprocess
-from tests._trained import exported, running_server, sample_images, trained_run
+from tests._trained import exported, running_server, sample_images
 
 LIMITS = ["--max-upload-mb", "0.25", "--max-pixels", "1000000", "--max-files", "4"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._trained import load_test_module, trained_run
+from tests._trained import load_test_module
 
 LIMITS = {"max_upload_mb": 0.25, "max_pixels": 1_000_000, "max_files": 4, "body_timeout": 1.5}
 MAX_UPLOAD_BYTES = 262_144
@@ -20,11 +20,6 @@ MODEL_HW = (16, 16)  # tests._trained.TINY
 
 lt = load_test_module()
 Server = lt.Server
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
