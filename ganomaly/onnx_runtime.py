@@ -49,12 +49,9 @@ from ganomaly.image_files import (
 )
 from ganomaly.results import (
     EXIT_ERROR,
-    EXIT_SOME_FAILED,
     FileResult,
-    format_table,
     output_problem,
-    write_csv,
-    write_json,
+    report,
 )
 
 METADATA_PREFIX = "ganomaly."  # the ONNX metadata_props keys `ganomaly export` writes
@@ -466,25 +463,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise OnnxModelError(problem)
     detector = OnnxDetector.load(args.model)
     results = detector.score_files(args.paths, args.batch_size, args.max_pixels, with_maps=False)
-    failed = [r for r in results if not r.ok]
-    for result in failed:
-        print(f"{PROG}: warning: {result.path}: {result.error}", file=sys.stderr)
-    if args.csv:
-        write_csv(args.csv, results)
-    if args.json:
-        write_json(args.json, results, detector.threshold)
-    if "-" not in (args.csv, args.json):
-        print(format_table(results, detector.threshold))
-    if len(failed) == len(results):
-        print(
-            f"{PROG}: error: no image could be scored ({len(failed)} input(s) failed)",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    if failed:
-        print(f"{PROG}: {len(failed)} input(s) could not be scored", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    return 0
+    return report(results, detector.threshold, args.csv, args.json, PROG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

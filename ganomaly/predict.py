@@ -18,14 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ganomaly.config import INFERENCE_DEVICE, ConfigError
-from ganomaly.image_files import ImageError, list_inputs, load_image
+from ganomaly.image_files import list_inputs, load_image
 from ganomaly.results import (
-    EXIT_SOME_FAILED,
     FileResult,
-    format_table,
     output_problem,
-    write_csv,
-    write_json,
+    report,
 )
 
 if TYPE_CHECKING:
@@ -121,21 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         next(scored) if problem is None else FileResult(name, error=problem)
         for name, problem in entries
     ]
-    bad = [r for r in records if not r.ok]
-    for record in bad:
-        print(f"ganomaly: warning: {record.path}: {record.error}", file=sys.stderr)
-    if args.csv:
-        write_csv(args.csv, records)
-    if args.json:
-        write_json(args.json, records, detector.threshold_)
-    if "-" not in (args.csv, args.json):
-        print(format_table(records, detector.threshold_))
-    if len(bad) == len(records):
-        raise ImageError(f"no image could be scored ({len(bad)} input(s) failed)")
-    if bad:
-        print(f"ganomaly: {len(bad)} input(s) could not be scored", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    return 0
+    return report(records, detector.threshold_, args.csv, args.json, "ganomaly")
 
 
 def register(subparsers: Any) -> None:

@@ -71,6 +71,35 @@ def output_problem(batch_size: int, csv_target: str | None, json_target: str | N
     return None
 
 
+def report(
+    results: Sequence[FileResult],
+    threshold: float,
+    csv_target: str | None,
+    json_target: str | None,
+    prog: str,
+) -> int:
+    """What the prediction commands print and write: a warning per failed input, the CSV and
+    JSON files, the table (unless a file goes to stdout). Returns the exit code: 0 all scored,
+    EXIT_SOME_FAILED some failed, EXIT_ERROR none could be scored (with a one-line error)."""
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        print(f"{prog}: warning: {result.path}: {result.error}", file=sys.stderr)
+    if csv_target:
+        write_csv(csv_target, results)
+    if json_target:
+        write_json(json_target, results, threshold)
+    if "-" not in (csv_target, json_target):
+        print(format_table(results, threshold))
+    if failed and len(failed) == len(results):
+        print(f"{prog}: error: no image could be scored ({len(failed)} input(s) failed)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
+    if failed:
+        print(f"{prog}: {len(failed)} input(s) could not be scored", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0
+
+
 def _csv_row(result: FileResult) -> list[str]:
     if not result.ok:
         return [result.path, "", "", "", result.error or ""]
