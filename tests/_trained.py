@@ -53,11 +53,16 @@ def sample_images(folder: Path) -> list[Path]:
 
 
 def load_test_module() -> ModuleType:
-    """benchmarks/load_test.py, imported by path (benchmarks/ is not a package): the server
-    launcher, the fuzz cases and the request helpers are written once, there."""
-    name = "ganomaly_load_test"
+    """benchmarks/load_test.py: the server launcher, the fuzz cases and the request helpers
+    are written once, there."""
+    return benchmark_script("load_test")
+
+
+def benchmark_script(stem: str) -> ModuleType:
+    """benchmarks/<stem>.py, imported by path (benchmarks/ is not a package), once."""
+    name = f"ganomaly_{stem}"
     if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{stem}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
