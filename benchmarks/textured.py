@@ -49,7 +49,7 @@ SEED = 20190118  # Skip-GANomaly's arXiv date; any fixed number would do
 PHOTO_REGIONS = {
     "foliage": ("china.jpg", ((420, 310, 640, 427), (0, 345, 185, 427))),
     "petals": ("flower.jpg", ((205, 125, 405, 325),)),
-    "tiles": ("china.jpg", ((215, 358, 303, 387),)),
+    "tiles": ("china.jpg", ((215, 358, 295, 387),)),
 }
 CROP_SHARE = (0.85, 1.15)
 
