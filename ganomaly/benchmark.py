@@ -314,6 +314,10 @@ def summarize(
             m: round(sum(cell["seconds"] for c in classes for cell in cells[m][c]), 1)
             for m in methods
         },
+        "images": {
+            k: sorted({cells[methods[0]][c][0]["metrics"].get(k) for c in classes} - {None})
+            for k in ("n_train", "n_test", "n_test_abnormal")
+        },
         "devices": sorted(
             {cell["device"] for m in methods for c in classes for cell in cells[m][c]}
         ),
@@ -340,6 +344,16 @@ def _seeds_text(stats: dict[str, Any]) -> str:
     return " / ".join(_fmt(v) for v in stats["values"])
 
 
+def _images_text(images: dict[str, list[int]]) -> str:
+    def span(values: list[int]) -> str:
+        return "?" if not values else "–".join(map(str, sorted({values[0], values[-1]})))
+
+    return (
+        f"{span(images['n_train'])} training images per cell (after the validation hold-out), "
+        f"{span(images['n_test'])} test images ({span(images['n_test_abnormal'])} abnormal)"
+    )
+
+
 def _method_line(method: str, values: dict[str, Any]) -> str:
     weights = ", ".join(f"{k} {v:g}" for k, v in values.items())
     return {
@@ -362,10 +376,13 @@ def markdown(summary: dict[str, Any]) -> str:
         "mvtec": "class = MVTec AD-layout category",
         "folder": "the user folder",
     }.get(summary["protocol"], "")
+    # With a fixed train/test split (mvtec, folder) the split seed only picks the validation
+    # images held out of training.
+    what = "validation split seed" if summary["protocol"] in ("mvtec", "folder") else "split seed"
     split = (
-        "split seed = seed (paired, as the reference's --manualseed)"
+        f"{what} = seed (paired, as the reference's --manualseed)"
         if summary["split_seed"] == "paired"
-        else f"split seed {summary['split_seed']}"
+        else f"{what} {summary['split_seed']}"
     )
     precision = f", precision {s['precision']}" if "precision" in s else ""
     sources = sorted(
@@ -383,7 +400,11 @@ def markdown(summary: dict[str, Any]) -> str:
         + "; ".join(_method_line(m, summary["method_settings"][m]) for m in methods)
         + ".",
         "",
-        "Data: " + ", ".join(f"{src} (fingerprint {fp}…)" for src, fp in sources) + ". "
+        "Data: "
+        + ", ".join(f"{src} (fingerprint {fp}…)" for src, fp in sources)
+        + "; "
+        + _images_text(summary["images"])
+        + ". "
         f"Compute, all cells: {compute} on {', '.join(summary['devices'])}.",
         "The mean row averages the classes per seed, then gives mean ± std over seeds.",
     ]
