@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ganomaly.image_files import DEFAULT_MAX_PIXELS
 
 MODELS = ("ganomaly", "skip-ganomaly")
@@ -313,6 +311,8 @@ def detector_part(config: DetectorConfig) -> DetectorConfig:
 
 def read_settings(path: Path, name: str) -> dict[str, Any]:
     """A YAML file of settings as a dict; `name` starts every error message (a flag or a path)."""
+    import yaml  # here, not at the top: the console script starts without PyYAML too
+
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
