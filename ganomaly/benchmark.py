@@ -396,8 +396,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Benchmark: {summary['data']}, protocol {summary['protocol']}",
         "",
         f"{protocol_note}; mean ± std over seeds {', '.join(map(str, summary['seeds']))}, "
-        f"{split}; {_paper('epochs', s)} epoch{'s' if s['epochs'] != 1 else ''}, image "
-        f"{s['image_size']}, nz {_paper('nz', s)}, ngf {_paper('ngf', s)}, "
+        f"{split}; epochs {_paper('epochs', s)}, image {s['image_size']}, "
+        f"nz {_paper('nz', s)}, ngf {_paper('ngf', s)}, "
         f"batch {_paper('batch_size', s)}{precision}.",
         "",
         "Methods: "
