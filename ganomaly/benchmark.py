@@ -344,6 +344,13 @@ def _seeds_text(stats: dict[str, Any]) -> str:
     return " / ".join(_fmt(v) for v in stats["values"])
 
 
+def _paper(name: str, settings: dict[str, Any]) -> str:
+    """A setting's value, and the paper's (the config's default) where it differs."""
+    paper = next(f.default for f in dataclasses.fields(RunConfig) if f.name == name)
+    value = settings[name]
+    return f"{value}" if value == paper else f"{value} (paper: {paper})"
+
+
 def _images_text(images: dict[str, list[int]]) -> str:
     def span(values: list[int]) -> str:
         return "?" if not values else "–".join(map(str, sorted({values[0], values[-1]})))
@@ -393,8 +400,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Benchmark: {summary['data']}, protocol {summary['protocol']}",
         "",
         f"{protocol_note}; mean ± std over seeds {', '.join(map(str, summary['seeds']))}, "
-        f"{split}; {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, image "
-        f"{s['image_size']}, nz {s['nz']}, ngf {s['ngf']}, batch {s['batch_size']}{precision}.",
+        f"{split}; epochs {_paper('epochs', s)}, image {s['image_size']}, "
+        f"nz {_paper('nz', s)}, ngf {_paper('ngf', s)}, "
+        f"batch {_paper('batch_size', s)}{precision}.",
         "",
         "Methods: "
         + "; ".join(_method_line(m, summary["method_settings"][m]) for m in methods)

@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
 import ganomaly
-from ganomaly.benchmark import parse_classes
+from ganomaly.benchmark import markdown, parse_classes
 from ganomaly.cli import main
 from ganomaly.config import ConfigError, DetectorConfig
 from ganomaly.model import build_networks
@@ -176,14 +176,22 @@ def test_table_is_mean_std_and_spread_of_the_cells(bench):
         assert summary["table"][method]["auroc"]["mean"]["mean"] == pytest.approx(
             np.mean(seed_means)
         )
-    markdown = (results / "results.md").read_text()
-    assert "| **mean** |" in markdown and "GANomaly" in markdown and "raw pixels" in markdown
-    assert "## AUROC per seed (seed 0 / seed 1)" in markdown
+    text = (results / "results.md").read_text()
+    assert "| **mean** |" in text and "GANomaly" in text and "raw pixels" in text
+    assert "## AUROC per seed (seed 0 / seed 1)" in text
     data = cell(results, "raw-pixel", "0", 0)["data"]
-    assert f"{data['source']} (fingerprint {data['fingerprint'][:12]}…)" in markdown
-    assert "split seed 0;" in markdown
-    assert "precision fp32." in markdown  # auto, resolved: this CPU test trains in fp32
+    assert f"{data['source']} (fingerprint {data['fingerprint'][:12]}…)" in text
+    assert "split seed 0;" in text
+    assert "precision fp32" in text  # auto, resolved: this CPU test trains in fp32
     assert (results / "results.png").stat().st_size > 5_000
+
+
+def test_the_header_states_the_precision_where_the_config_has_that_setting(bench):
+    summary = json.loads((bench[1] / "results.json").read_text())
+    summary["settings"].pop("precision", None)
+    assert "precision" not in markdown(summary)
+    summary["settings"]["precision"] = "bf16"
+    assert markdown(summary).splitlines()[2].endswith("batch 64, precision bf16.")
 
 
 def test_raw_pixel_baseline_is_the_distance_to_the_mean_normal_image(bench):
