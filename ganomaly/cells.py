@@ -99,5 +99,5 @@ def read_cell(path: Path, key: str) -> dict[str, Any] | None:
 
 def write_cell(path: Path, cell: dict[str, Any]) -> None:
     """Write a cell atomically, keys in a stable order, one value per line (diffs stay small)."""
-    atomic_write_text(path, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
-                                        **cell}, indent=1) + "\n")  # fmt: skip
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, **cell}
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
