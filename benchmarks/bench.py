@@ -35,11 +35,12 @@ import os
 import sys
 
 # OpenMP reads how to wait when torch starts its thread pool, i.e. at import: the bench uses
-# the `ganomaly` package's default (set when it is imported, see ganomaly/__init__.py) unless
-# told otherwise.
+# the `ganomaly` command's default (`set_openmp_defaults`, before torch) unless told otherwise.
 if "--omp-wait-policy" in sys.argv:
     os.environ["OMP_WAIT_POLICY"] = sys.argv[sys.argv.index("--omp-wait-policy") + 1]
-import ganomaly  # noqa: E402, F401  (before torch: applies the OpenMP wait default)
+from ganomaly.process import set_openmp_defaults  # noqa: E402  (torch-free)
+
+set_openmp_defaults()
 
 # isort: split
 

@@ -75,7 +75,7 @@ from ganomaly.modelfile import (
     load_model_file,
     plain,
 )
-from ganomaly.process import scoped_threads
+from ganomaly.process import release_free_memory, scoped_threads
 from ganomaly.results import FileResult
 from ganomaly.scoring import ScorerBase, fit_threshold, make_scorer, score_tensor
 from ganomaly.training import LossHook, TrainState, make_optimizers, train
@@ -349,6 +349,7 @@ class GANomalyDetector(BaseEstimator):
             self.annotations_: dict[str, Any] = {}
             self.decision_scores_ = self.score_preprocessed(images).score.astype(np.float64)
             self._label_fit_images()
+        release_free_memory()
         self.fit_seconds_ = time.perf_counter() - started
         return self
 

@@ -84,3 +84,16 @@ def one_line_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = previous
+
+
+def release_free_memory() -> None:
+    """Give back to the OS the memory the C allocator still holds after frees (glibc's
+    `malloc_trim`; elsewhere nothing happens). Training frees its activations into the
+    allocator's arenas, which keep them: measured on the MNIST demo, about 190 MB that would
+    otherwise stay resident under everything that follows (evaluation, figures, a server)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -64,3 +64,30 @@ def test_a_step_above_its_peak_says_the_peak_is_wrong(bench: ModuleType) -> None
         "measurement is wrong"
     )
     assert bench.ratio_text(None, "fp32") == "ABOVE the fp32 peak: the peak measurement is wrong"
+
+
+def test_the_bench_waits_as_the_ganomaly_command_does() -> None:
+    """The bench measures with the OpenMP wait defaults the command sets before torch starts."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ganomaly.process import OPENMP_WAIT_DEFAULTS, OPENMP_WAIT_VARIABLES
+
+    probe = (
+        "import json, os; from tests._trained import benchmark_script; benchmark_script('bench'); "
+        f"print(json.dumps({{k: os.environ.get(k) for k in {list(OPENMP_WAIT_DEFAULTS)!r}}}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == OPENMP_WAIT_DEFAULTS
