@@ -95,8 +95,8 @@ REPR_WIDTH = 80  # scikit-learn's repr wraps its parameter list at this width
 
 def __getattr__(name: str) -> Any:
     # NotFittedError is scikit-learn's, so `except sklearn.exceptions.NotFittedError` catches
-    # ours; it is imported only when asked for, because importing scikit-learn costs about a
-    # second and 100 MB that fitting and scoring do not need.
+    # ours; it is imported only when asked for, because importing scikit-learn takes over a
+    # second and tens of MB that fitting and scoring do not need.
     if name == "NotFittedError":
         from sklearn.exceptions import NotFittedError
 

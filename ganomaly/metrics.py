@@ -129,8 +129,8 @@ def image_metrics(
     best_t: float | None = None
     # Computed only with both classes present: sklearn would otherwise raise or warn.
     if 0 < n_pos < positive.size:
-        # imported here, not with the module: scikit-learn costs about a second and 100 MB
-        # to import, and a training run needs it only once its metrics are computed
+        # imported here, not with the module: importing scikit-learn takes over a second and
+        # tens of MB, and a training run needs it only once its metrics are computed
         from sklearn.metrics import average_precision_score, roc_auc_score
 
         auroc = float(roc_auc_score(positive, scores_f))
