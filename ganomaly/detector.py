@@ -31,12 +31,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
 from ganomaly import __version__, distributed
@@ -80,6 +78,9 @@ from ganomaly.results import FileResult
 from ganomaly.scoring import ScorerBase, fit_threshold, make_scorer, score_tensor
 from ganomaly.training import LossHook, TrainState, make_optimizers, train
 
+if TYPE_CHECKING:
+    from sklearn.exceptions import NotFittedError
+
 ImagesLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | np.ndarray | Tensor | Any
 EpochHook = Callable[[TrainState], Any]
 
@@ -89,6 +90,18 @@ THRESHOLD_FROM_VALIDATION = "validation normals held out of train (quantile)"
 THRESHOLD_FROM_CONTAMINATION = "validation normals held out of train (1 - contamination quantile)"
 THRESHOLD_FIXED = "fixed --threshold"
 PROBA_METHODS = ("linear", "unify")
+REPR_WIDTH = 80  # scikit-learn's repr wraps its parameter list at this width
+
+
+def __getattr__(name: str) -> Any:
+    # NotFittedError is scikit-learn's, so `except sklearn.exceptions.NotFittedError` catches
+    # ours; it is imported only when asked for, because importing scikit-learn takes over a
+    # second and tens of MB that fitting and scoring do not need.
+    if name == "NotFittedError":
+        from sklearn.exceptions import NotFittedError
+
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_device(name: str, style: str = "flag") -> torch.device:
@@ -206,7 +219,7 @@ class Scores:
 
 def _signature() -> inspect.Signature:
     """The constructor's signature, made from DetectorConfig (the one place for defaults), so
-    help(), IDEs and scikit-learn's get_params / clone see every parameter."""
+    help(), IDEs and scikit-learn's estimator checks see every parameter."""
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [
         inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
@@ -215,7 +228,7 @@ def _signature() -> inspect.Signature:
     return inspect.Signature(params)
 
 
-class GANomalyDetector(BaseEstimator):
+class GANomalyDetector:
     """GANomaly as a scikit-learn / PyOD style estimator.
 
     Parameters are the fields of `DetectorConfig` (image_size, nz, ngf, epochs, batch_size,
@@ -270,6 +283,66 @@ class GANomalyDetector(BaseEstimator):
     def config(self) -> DetectorConfig:
         """The parameters as a DetectorConfig (validated by `fit`)."""
         return from_dict(DetectorConfig, {name: getattr(self, name) for name in detector_fields()})
+
+    # -- scikit-learn's parameter protocol (what clone, pipelines and grid searches call) ---
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every parameter by name, as stored. `deep` is scikit-learn's: no parameter holds an
+        estimator, so there are no nested `name__sub` entries and both values give the same."""
+        return {name: getattr(self, name) for name in detector_fields()}
+
+    def set_params(self, **params: Any) -> GANomalyDetector:
+        """Set parameters by name and return the detector; values are checked when `fit` builds
+        the config (as scikit-learn's estimators do), names now: an unknown one is a ValueError
+        listing the valid ones, and nothing is set."""
+        valid = detector_fields()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"invalid parameter(s) {', '.join(map(repr, unknown))} for {type(self).__name__}; "
+                f"valid parameters are: {', '.join(sorted(valid))}"
+            )
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        """scikit-learn's style: the parameters whose value differs from the default (compared
+        by repr, so image_size=32 is not the default "32"), sorted by name, on one line when
+        it fits in REPR_WIDTH columns, else wrapped under the opening parenthesis."""
+        defaults = {f.name: f.default for f in dataclasses.fields(DetectorConfig)}
+        items = [
+            f"{name}={value!r}"
+            for name, value in sorted(self.get_params(deep=False).items())
+            if repr(value) != repr(defaults[name])
+        ]
+        head = f"{type(self).__name__}("
+        if len(head) + len(", ".join(items)) + 1 <= REPR_WIDTH:
+            return head + ", ".join(items) + ")"
+        lines = [head]
+        for i, item in enumerate(items):
+            last = i == len(items) - 1
+            item += ")" if last else ","
+            # the line that closes keeps one column free, as scikit-learn's printer does
+            if lines[-1] == head:
+                lines[-1] += item
+            elif len(lines[-1]) + 1 + len(item) <= REPR_WIDTH - (1 if last else 0):
+                lines[-1] += " " + item
+            else:
+                lines.append(" " * len(head) + item)
+        return "\n".join(lines)
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's estimator tags (read by its meta-estimators from version 1.6 on): the
+        defaults of its BaseEstimator. scikit-learn is imported here, only when it asks."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=None,
+            regressor_tags=None,
+            classifier_tags=None,
+        )
 
     # -- fitting --------------------------------------------------------------------------
     def fit(
@@ -417,6 +490,8 @@ class GANomalyDetector(BaseEstimator):
     # -- scoring --------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "scorer_"):
+            from sklearn.exceptions import NotFittedError  # the error path only: see __getattr__
+
             raise NotFittedError("this GANomalyDetector is not fitted yet: call fit() or load()")
 
     @property

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = ["image_metrics", "pixel_aupro", "pixel_auroc"]
 
@@ -130,6 +129,10 @@ def image_metrics(
     best_t: float | None = None
     # Computed only with both classes present: sklearn would otherwise raise or warn.
     if 0 < n_pos < positive.size:
+        # imported here, not with the module: importing scikit-learn takes over a second and
+        # tens of MB, and a training run needs it only once its metrics are computed
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
         auroc = float(roc_auc_score(positive, scores_f))
         aupr = float(average_precision_score(positive, scores_f))
         best_f1, best_t = _best_f1(positive, scores_f)

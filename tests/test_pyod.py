@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +94,56 @@ def test_clone_get_params_set_params_round_trip() -> None:
     assert detector.get_params()["threshold_quantile"] is None
 
 
+def test_set_params_refuses_an_unknown_name_and_sets_nothing() -> None:
+    detector = GANomalyDetector(epochs=2)
+    with pytest.raises(ValueError, match=r"'epoch'.*valid parameters are: .*\bepochs\b"):
+        detector.set_params(ngf=8, epoch=3)
+    assert detector.get_params()["ngf"] == DetectorConfig.ngf  # not half-applied
+    assert detector.set_params() is detector
+
+
 def test_repr_shows_the_parameters_that_differ_from_their_defaults() -> None:
     assert repr(GANomalyDetector()) == "GANomalyDetector()"
     detector = GANomalyDetector(epochs=5, image_size=32, contamination=0.05)
     # image_size's default is the string "32": an int 32 is a different value, and shown
     assert repr(detector) == "GANomalyDetector(contamination=0.05, epochs=5, image_size=32)"
+
+
+def test_a_long_repr_wraps_as_scikit_learns_and_reads_back_as_the_same_detector() -> None:
+    detector = GANomalyDetector(**estimator_params(), batch_size=32, seed=3, device="cpu")
+    # scikit-learn's BaseEstimator printed exactly this for these parameters
+    assert repr(detector) == (
+        "GANomalyDetector(batch_size=32, device='cpu', epochs=2, image_size='16', ngf=8,\n"
+        "                 nz=16, progress=False, seed=3)"
+    )
+    assert eval(repr(detector)).get_params() == detector.get_params()
+
+
+def test_it_works_inside_scikit_learns_pipeline_with_nested_parameters() -> None:
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(GANomalyDetector(epochs=2))
+    copy = sklearn.base.clone(pipeline)
+    assert copy.set_params(ganomalydetector__epochs=3) is copy
+    assert copy.get_params()["ganomalydetector__epochs"] == 3
+    assert pipeline.get_params()["ganomalydetector__epochs"] == 2
+    if hasattr(sklearn.base.BaseEstimator, "__sklearn_tags__"):  # scikit-learn >= 1.6
+        from sklearn.utils import get_tags
+
+        # the tags scikit-learn's BaseEstimator gave it, read as a pipeline reads them
+        assert get_tags(GANomalyDetector()) == get_tags(sklearn.base.BaseEstimator())
+        assert get_tags(copy).input_tags == get_tags(copy.steps[0][1]).input_tags
+
+
+def test_pickling_keeps_the_parameters_and_the_fitted_model(
+    fitted: GANomalyDetector, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    unfitted = pickle.loads(pickle.dumps(GANomalyDetector(epochs=3, ngf=8)))
+    assert repr(unfitted) == "GANomalyDetector(epochs=3, ngf=8)"
+    again = pickle.loads(pickle.dumps(fitted))
+    assert again.get_params() == fitted.get_params() and again.threshold_ == fitted.threshold_
+    images = test_set[0][:20]
+    np.testing.assert_array_equal(again.decision_function(images), fitted.decision_function(images))
 
 
 NOT_FITTED_CALLS = {
@@ -128,13 +173,7 @@ BEFORE_FIT = {"fit", "fit_predict", "get_params", "set_params", "load", "config"
 
 
 def test_every_method_says_not_fitted_before_fit(tmp_path: Path) -> None:
-    public = {
-        name
-        for name, _ in inspect.getmembers(GANomalyDetector)
-        if not name.startswith("_")
-        and name not in dir(sklearn.base.BaseEstimator)
-        and not re.fullmatch(r"set_\w+_request", name)  # scikit-learn's metadata routing
-    }
+    public = {name for name, _ in inspect.getmembers(GANomalyDetector) if not name.startswith("_")}
     assert public - BEFORE_FIT == set(NOT_FITTED_CALLS)  # a new method gets a case here
     detector = GANomalyDetector(**estimator_params())
     images = np.zeros((2, 16, 16), np.uint8)
@@ -143,6 +182,16 @@ def test_every_method_says_not_fitted_before_fit(tmp_path: Path) -> None:
             call(detector, images, tmp_path / "model.pt")
         assert not hasattr(detector, "threshold_"), name
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_the_not_fitted_error_is_scikit_learns() -> None:
+    """`except sklearn.exceptions.NotFittedError` catches it: the class is scikit-learn's own,
+    which the detector imports only when it raises (see the import check in test_contract)."""
+    import ganomaly
+
+    assert ganomaly.NotFittedError is NotFittedError
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
+    assert not hasattr(GANomalyDetector(), "device_")  # hasattr sees an AttributeError
 
 
 # -- input layouts and value types ---------------------------------------------------------------
