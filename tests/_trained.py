@@ -15,11 +15,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ganomaly.config import MODELS
+
 # The suite's model settings: small enough that training takes a second or two.
 TINY = ["--ngf", "8", "--nz", "16", "--image-size", "16", "--epochs", "2", "--no-progress"]
 # Smaller still, for tests that train a model per dataset format (later flags win).
 FASTEST = [*TINY, "--ngf", "4", "--nz", "8", "--epochs", "1"]
 _CACHE: dict[str, Path] = {}
+# Marks a contract test (train, evaluate, predict, export, serve, resume, torchrun) to run once
+# per model: it parametrizes the `model_name` fixture (tests/conftest.py, GANomaly by default)
+# that the run fixtures read. Module scope: pytest keeps each model's tests of a module
+# together, so a module's fixtures (a server, a run) are made once per model.
+EVERY_MODEL = pytest.mark.parametrize("model_name", MODELS, indirect=True, scope="module")
+# GANomaly alone, as a parameter: for a module's other tests that use the fixture its
+# EVERY_MODEL tests use (a server), so they share GANomaly's rather than start another.
+GANOMALY_ONLY = pytest.mark.parametrize("model_name", MODELS[:1], indirect=True, scope="module")
 
 
 def estimator_params(flags: Sequence[str] = TINY) -> dict[str, Any]:
@@ -32,16 +42,18 @@ def estimator_params(flags: Sequence[str] = TINY) -> dict[str, Any]:
     return {name: given[name] for name in detector_fields() if name in given}
 
 
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory trained on scikit-learn's digits (class 0 normal), made once."""
-    if "run" not in _CACHE:
+def trained_run(tmp_path_factory: pytest.TempPathFactory, model: str = "ganomaly") -> Path:
+    """A run directory of `model` trained on scikit-learn's digits (class 0 normal), made
+    once per model."""
+    key = f"run-{model}"
+    if key not in _CACHE:
         from ganomaly.cli import main
 
-        out = tmp_path_factory.mktemp("use-run") / "digits0"
+        out = tmp_path_factory.mktemp(f"use-run-{model}") / "digits0"
         args = ["train", "--data", "digits", "--normal-class", "0", "--seed", "1"]
-        assert main([*args, "--out", str(out), *TINY]) == 0
-        _CACHE["run"] = out
-    return _CACHE["run"]
+        assert main([*args, "--model", model, "--out", str(out), *TINY]) == 0
+        _CACHE[key] = out
+    return _CACHE[key]
 
 
 def sample_images(folder: Path) -> list[Path]:
@@ -92,14 +104,15 @@ def running_server(
         yield server.url
 
 
-def exported(tmp_path_factory: pytest.TempPathFactory, fmt: str) -> Path:
-    """The trained run exported in-process (`ganomaly.export.export_model`), made once."""
-    key = f"export-{fmt}"
+def exported(tmp_path_factory: pytest.TempPathFactory, fmt: str, model: str = "ganomaly") -> Path:
+    """The trained run of `model` exported in-process (`ganomaly.export.export_model`), made
+    once per model and format."""
+    key = f"export-{fmt}-{model}"
     if key not in _CACHE:
         from ganomaly import GANomalyDetector
         from ganomaly.export import SUFFIXES, export_model
 
-        detector = GANomalyDetector.load(trained_run(tmp_path_factory))
+        detector = GANomalyDetector.load(trained_run(tmp_path_factory, model))
         out = tmp_path_factory.mktemp("exported") / f"model{SUFFIXES[fmt]}"
         _CACHE[key] = export_model(detector, fmt, out)
     return _CACHE[key]

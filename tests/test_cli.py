@@ -1,4 +1,5 @@
-"""The train / evaluate commands end to end, the run directory's contents, and bad input."""
+"""The train / evaluate commands end to end (for every model), the run directory's contents,
+and bad input."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from PIL import Image
 from ganomaly.cli import main
 from ganomaly.run import SCORE_COLUMNS
 from ganomaly.training import HISTORY_COLUMNS
-from tests._trained import TINY
+from tests._trained import EVERY_MODEL, TINY
 
 METRIC_KEYS = {
     "auroc", "aupr", "precision", "recall", "f1", "threshold", "threshold_quantile",
     "best_f1_oracle", "n_train", "n_val", "n_test", "n_test_abnormal", "data_source",
     "epochs", "seed", "split_seed", "train_seconds", "train_images_per_second",
 }  # fmt: skip
+LATENT_LOSS = {"ganomaly": "l_enc", "skip-ganomaly": "l_lat"}  # history.csv's latent column
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -31,7 +33,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_run_directory_is_complete(digits_run):
+@EVERY_MODEL
+def test_run_directory_is_complete(digits_run, model_name):
     for name in (
         "config.yaml",
         "model.pt",
@@ -47,8 +50,10 @@ def test_run_directory_is_complete(digits_run):
     assert set(metrics) >= METRIC_KEYS
     assert metrics["data_source"] == "sklearn:digits" and metrics["epochs"] == 2
     assert metrics["n_test"] == 359 and metrics["n_test_abnormal"] == 359 - 36
+    assert yaml.safe_load((digits_run / "config.yaml").read_text())["model"] == model_name
+    columns = [LATENT_LOSS[model_name] if c == "l_enc" else c for c in HISTORY_COLUMNS]
     with (digits_run / "history.csv").open() as handle:
-        assert next(csv.reader(handle)) == list(HISTORY_COLUMNS)
+        assert next(csv.reader(handle)) == columns
     rows = read_csv(digits_run / "scores.csv")
     assert list(rows[0]) == list(SCORE_COLUMNS) and len(rows) == 359
     assert {r["label"] for r in rows if r["class"] == "0"} == {"0"}
@@ -56,15 +61,20 @@ def test_run_directory_is_complete(digits_run):
     assert all((float(r["score"]) > threshold) == (r["is_anomaly"] == "1") for r in rows)
 
 
-def test_model_file_loads_weights_only(digits_run):
+@EVERY_MODEL
+def test_model_file_loads_weights_only(digits_run, model_name):
     obj = torch.load(digits_run / "model.pt", weights_only=True)
     assert obj["format"] == "ganomaly-model" and obj["image_size"] == [16, 16]
+    assert obj["config"]["model"] == model_name
     assert obj["threshold"] == pytest.approx(
         json.loads((digits_run / "metrics.json").read_text())["threshold"]
     )
-    assert "discriminator" not in obj  # inference only
+    # inference only: D is kept only by a model whose score reads D's features
+    assert ("discriminator" in obj) == (model_name == "skip-ganomaly")
+    assert not any("optim" in key for key in obj)
 
 
+@EVERY_MODEL
 def test_report_links_every_figure_and_figures_are_not_blank(digits_run):
     class Images(HTMLParser):
         def __init__(self) -> None:
@@ -87,6 +97,7 @@ def test_report_links_every_figure_and_figures_are_not_blank(digits_run):
         assert pixels.std() > 10, png
 
 
+@EVERY_MODEL
 def test_evaluate_scores_do_not_depend_on_batch_size(digits_run, tmp_path):
     run = tmp_path / "run"  # a copy: evaluate rewrites scores.csv, which other tests compare
     shutil.copytree(digits_run, run)
@@ -100,6 +111,7 @@ def test_evaluate_scores_do_not_depend_on_batch_size(digits_run, tmp_path):
     )
 
 
+@EVERY_MODEL
 def test_same_seed_same_scores_and_config_repeats_the_run(digits_run, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text((digits_run / "config.yaml").read_text())

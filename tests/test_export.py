@@ -1,6 +1,7 @@
-"""`ganomaly export`: ONNX (onnxruntime), TorchScript and torch.export programs score exactly as
-the PyTorch scorer does, at batch sizes 1 and 8, give the verdict `score > threshold`, carry
-the threshold in their metadata, and never replace a file without --overwrite."""
+"""`ganomaly export`: ONNX (onnxruntime), TorchScript and torch.export programs of every model
+score exactly as the PyTorch scorer does, at batch sizes 1 and 8, give the verdict
+`score > threshold`, carry the threshold in their metadata, and never replace a file without
+--overwrite."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ganomaly.export import (
     read_onnx_metadata,
     read_torchscript_metadata,
 )
+from tests._trained import EVERY_MODEL
 
 
 def reference(detector: GANomalyDetector, x: torch.Tensor) -> list[np.ndarray]:
@@ -44,7 +46,8 @@ def batches(detector: GANomalyDetector) -> list[torch.Tensor]:
     return [torch.rand(b, 1, h, w, generator=generator) * 2 - 1 for b in (1, 8)]
 
 
-def test_onnx_matches_pytorch(run_dir: Path, onnx_file: Path) -> None:
+@EVERY_MODEL
+def test_onnx_matches_pytorch(run_dir: Path, onnx_file: Path, model_name: str) -> None:
     import onnxruntime as ort
 
     detector = GANomalyDetector.load(run_dir)
@@ -57,6 +60,7 @@ def test_onnx_matches_pytorch(run_dir: Path, onnx_file: Path) -> None:
         assert_outputs_match(session.run(None, {"image": x.numpy()}), reference(detector, x))
     meta = read_onnx_metadata(onnx_file)
     assert meta["metadata_version"] == 1 and meta["format"] == "ganomaly-scorer"
+    assert meta["model"] == model_name
     assert meta["outputs"] == ["score", "normalized_score", "anomaly_map", "is_anomaly"]
     assert meta["threshold"] == detector.threshold_
     assert meta["val_median"] == detector.val_median_
@@ -64,6 +68,7 @@ def test_onnx_matches_pytorch(run_dir: Path, onnx_file: Path) -> None:
     assert meta["interpolation"] == "bilinear" and "resize" in meta["preprocessing"]
 
 
+@EVERY_MODEL
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
 def test_torchscript_and_pt2_match_pytorch(run_dir: Path, tmp_path: Path, fmt: str) -> None:
     import json

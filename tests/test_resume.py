@@ -1,4 +1,5 @@
-"""Killed, interrupted and damaged runs resume to exactly the result of an uninterrupted run."""
+"""Killed, interrupted and damaged runs resume to exactly the result of an uninterrupted run
+(a SIGKILL, for every model)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ganomaly.cli import main
+from tests._trained import EVERY_MODEL, GANOMALY_ONLY
 
 ARGS = [
     "--data", "digits", "--normal-class", "0", "--ngf", "8", "--nz", "16", "--image-size", "16",
@@ -20,16 +22,16 @@ ARGS = [
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, model_name: str) -> Path:
     out = tmp_path_factory.mktemp("resume") / "whole"
-    assert main(["train", *ARGS, "--out", str(out)]) == 0
+    assert main(["train", *ARGS, "--model", model_name, "--out", str(out)]) == 0
     return out
 
 
-def start(out: Path) -> subprocess.Popen[bytes]:
+def start(out: Path, model: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "ganomaly", "train", *ARGS, "--out", str(out)],
+        [sys.executable, "-m", "ganomaly", "train", *ARGS, "--model", model, "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
 
@@ -46,9 +48,10 @@ def wait_for_mid_epoch_checkpoint(process: subprocess.Popen[bytes], out: Path) -
     raise AssertionError("no mid-epoch checkpoint within 120 s")
 
 
-def test_sigkill_mid_epoch_then_resume_gives_identical_scores(uninterrupted, tmp_path):
+@EVERY_MODEL
+def test_sigkill_mid_epoch_then_resume_gives_identical_scores(uninterrupted, model_name, tmp_path):
     out = tmp_path / "killed"
-    process = start(out)
+    process = start(out, model_name)
     try:
         wait_for_mid_epoch_checkpoint(process, out)
         process.send_signal(signal.SIGKILL)
@@ -60,9 +63,10 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_scores(uninterrupted, tmp
     assert (out / "scores.csv").read_text() == (uninterrupted / "scores.csv").read_text()
 
 
-def test_ctrl_c_saves_and_resume_finishes_identically(uninterrupted, tmp_path):
+@GANOMALY_ONLY
+def test_ctrl_c_saves_and_resume_finishes_identically(uninterrupted, model_name, tmp_path):
     out = tmp_path / "interrupted"
-    process = start(out)
+    process = start(out, model_name)
     try:
         wait_for_mid_epoch_checkpoint(process, out)
         process.send_signal(signal.SIGINT)
@@ -76,6 +80,7 @@ def test_ctrl_c_saves_and_resume_finishes_identically(uninterrupted, tmp_path):
     assert (out / "scores.csv").read_text() == (uninterrupted / "scores.csv").read_text()
 
 
+@GANOMALY_ONLY
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp_path):
     out = tmp_path / "damaged"
     out.mkdir()

@@ -1,5 +1,6 @@
 """`ganomaly serve` as a real process on a loopback port, spoken to over HTTP; and the one-score-
-everywhere check: API, `ganomaly predict`, ONNX, TorchScript and the server agree."""
+everywhere check, for every model: API, `ganomaly predict`, ONNX, TorchScript and the server
+agree."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from PIL import Image
 
 from ganomaly import GANomalyDetector
 from ganomaly.images import load_image, preprocess
-from tests._trained import exported, running_server, sample_images
+from tests._trained import EVERY_MODEL, GANOMALY_ONLY, exported, running_server, sample_images
 
 LIMITS = ["--max-upload-mb", "0.25", "--max-pixels", "1000000", "--max-files", "4"]
 
@@ -44,9 +45,11 @@ def assert_still_serving(client: httpx.Client, image: Path) -> None:
     assert client.post("/v1/score", files=upload(image)).status_code == 200
 
 
+@EVERY_MODEL
 def test_one_image_one_score_everywhere(
     server: httpx.Client,
     run_dir: Path,
+    model_name: str,
     images: list[Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -71,9 +74,9 @@ def test_one_image_one_score_everywhere(
 
     meta_size = tuple(detector.config.image_hw())
     x = torch.cat([preprocess(load_image(p, 1)[None], meta_size, 1, "bilinear") for p in images])
-    session = ort.InferenceSession(str(exported(tmp_path_factory, "onnx")))
+    session = ort.InferenceSession(str(exported(tmp_path_factory, "onnx", model_name)))
     onnx_scores = session.run(["normalized_score"], {"image": x.numpy()})[0]
-    scripted = torch.jit.load(str(exported(tmp_path_factory, "torchscript")))
+    scripted = torch.jit.load(str(exported(tmp_path_factory, "torchscript", model_name)))
     with torch.inference_mode():
         script_scores = scripted(x)[1].numpy()
 
@@ -83,8 +86,9 @@ def test_one_image_one_score_everywhere(
     np.testing.assert_allclose(onnx_scores, api, rtol=0, atol=1e-4)
 
 
+@EVERY_MODEL
 def test_score_several_images_and_model_card(
-    server: httpx.Client, run_dir: Path, images: list[Path]
+    server: httpx.Client, run_dir: Path, model_name: str, images: list[Path]
 ) -> None:
     detector = GANomalyDetector.load(run_dir)
     response = server.post("/v1/score", files=upload(images[0], images[1], images[2]))
@@ -101,6 +105,7 @@ def test_score_several_images_and_model_card(
     card = server.get("/v1/model").json()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert card["data"] == "digits" and card["target_class"] == 0
+    assert card["model"] == model_name
     assert card["image_size"] == [16, 16] and card["channels"] == 1
     assert card["threshold"] == detector.threshold_
     assert card["metrics"]["auroc"] == pytest.approx(metrics["auroc"])
@@ -112,6 +117,7 @@ def test_score_several_images_and_model_card(
     assert server.get("/static/app.js").status_code == 200
 
 
+@EVERY_MODEL
 def test_maps_and_reconstruction_as_png(server: httpx.Client, images: list[Path]) -> None:
     query = "?anomaly_map=true&reconstruction=true"
     response = server.post("/v1/score" + query, files=upload(images[0]))
@@ -124,6 +130,7 @@ def test_maps_and_reconstruction_as_png(server: httpx.Client, images: list[Path]
         assert image.format == "PNG" and image.size == (16, 16) and image.mode == mode
 
 
+@GANOMALY_ONLY
 def test_bad_uploads_get_clear_4xx_and_the_server_keeps_serving(
     server: httpx.Client, images: list[Path], tmp_path: Path
 ) -> None:
@@ -167,6 +174,7 @@ def test_bad_uploads_get_clear_4xx_and_the_server_keeps_serving(
     assert_still_serving(server, images[0])
 
 
+@GANOMALY_ONLY
 def test_concurrent_requests_get_the_same_scores(server: httpx.Client, images: list[Path]) -> None:
     expected = server.post("/v1/score", files=upload(*images[:3])).json()
 
@@ -202,6 +210,7 @@ def test_api_key_guards_the_v1_routes(run_dir: Path, images: list[Path]) -> None
     assert missing.stderr.startswith("ganomaly: error: --api-key-env NO_SUCH_VAR_X")
 
 
+@GANOMALY_ONLY
 def test_one_bad_file_among_good_ones_is_reported_with_the_results(
     server: httpx.Client, images: list[Path], tmp_path: Path
 ) -> None:
