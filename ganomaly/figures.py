@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -441,7 +441,7 @@ def select_outcomes(
 
 
 def outcome_galleries(
-    images: np.ndarray,
+    images: np.ndarray | Callable[[np.ndarray], np.ndarray],
     labels: np.ndarray,
     is_anomaly: np.ndarray,
     scores: np.ndarray,
@@ -455,21 +455,24 @@ def outcome_galleries(
     Row titles carry the outcome's count; an empty outcome shows "none".
 
     Args:
-        images: (N, C, H, W) in [0, 1].
+        images: (N, C, H, W) in [0, 1], or a function that returns those at given indices
+            (so a large test set is never converted whole: only the shown tiles are).
         labels: (N,) 0 = normal, 1 = abnormal.
         is_anomaly: (N,) the model's decision (score > threshold).
         scores: (N,) raw scores.
         path: PNG to write.
         per_outcome: examples per row.
     """
-    images = _check_images(images, "images")
     if per_outcome < 1:
         raise ValueError(f"per_outcome must be >= 1, got {per_outcome}")
     picks = select_outcomes(labels, is_anomaly, scores, per_outcome)
-    if images.shape[0] != np.asarray(scores).shape[0]:
+    if not callable(images) and len(images) != np.asarray(scores).shape[0]:
         raise ValueError("images and scores differ in length")
+    shown = np.concatenate([indices for indices, _ in picks.values()])
+    tiles = _check_images((images if callable(images) else images.__getitem__)(shown), "images")
+    tile_of = {int(i): tiles[j] for j, i in enumerate(shown)}
     scores = np.asarray(scores, dtype=np.float64)
-    _, _, h, w = images.shape
+    _, _, h, w = tiles.shape
     gap = max(1, round(TILE_GAP * w))
     # At least 7.5 in wide so the row titles fit even with few tiles per row.
     fig = Figure(figsize=(max(7.5, 1.35 * per_outcome + 0.6), 7.6), layout="constrained")
@@ -491,7 +494,7 @@ def outcome_galleries(
             ax.text(0.5, 0.5, "none", ha="center", va="center", color="0.35", fontsize=12,
                     transform=ax.transAxes)  # fmt: skip
             continue
-        _show_row(ax, images[indices], gap)
+        _show_row(ax, np.stack([tile_of[int(i)] for i in indices]), gap)
         ax.set_xlim(-0.5, per_outcome * (w + gap) - gap - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         for j, i in enumerate(indices):

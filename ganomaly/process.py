@@ -93,7 +93,5 @@ def release_free_memory() -> None:
     otherwise stay resident under everything that follows (evaluation, figures, a server)."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass

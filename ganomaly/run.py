@@ -49,7 +49,7 @@ from ganomaly.data.layout import detect_layout
 from ganomaly.detector import GANomalyDetector, Scores, resolve_device, validation_split
 from ganomaly.images import to_display
 from ganomaly.localization import PixelEvaluation
-from ganomaly.process import scoped_threads
+from ganomaly.process import release_free_memory, scoped_threads
 from ganomaly.training import TrainState, history_columns, log_epochs
 
 SCORE_COLUMNS = ("path", "class", "label", "score", "normalized_score", "is_anomaly")
@@ -377,6 +377,7 @@ def score_split(
         np.concatenate([part.is_anomaly for part in scored]),
         np.concatenate(maps) if with_maps else None,
     )
+    release_free_memory()  # the batches' activations, before metrics and figures load more
     return TestScores(torch.cat([x for x, _ in parts]), split.test_is_abnormal, scores)
 
 
@@ -452,8 +453,8 @@ def draw_figures(
     figures.roc_curve_plot(labels, scores, fig_dir / "roc.png")
     figures.pr_curve_plot(labels, scores, fig_dir / "pr.png")
     figures.outcome_galleries(
-        to_display(test.images), labels, test.scores.is_anomaly, scores,
-        fig_dir / "outcomes.png",
+        lambda shown: to_display(test.images[torch.as_tensor(shown)]),
+        labels, test.scores.is_anomaly, scores, fig_dir / "outcomes.png",
     )  # fmt: skip
     drawn = {"restoration.png", "score_boxplot.png", "score_histogram.png", "roc.png", "pr.png"}
     drawn |= {"outcomes.png"} | ({"loss_curves.png"} if detector.history_ else set())
