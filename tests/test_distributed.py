@@ -156,9 +156,12 @@ def torchrun(
     args: list[str], cwd: Path, dump: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Two processes on this machine; the store and gloo both stay on the loopback interface."""
+    # this file runs as each rank's script, from `cwd`: the repository root makes `tests` importable
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     env = {
         **os.environ, **(env or {}), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
-        DUMP_ENV: str(dump),
+        DUMP_ENV: str(dump), "PYTHONPATH": path,
     }  # fmt: skip
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
