@@ -32,6 +32,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ganomaly import metrics
+
 __all__ = [
     "localization_figure",
     "loss_curves",
@@ -337,12 +339,10 @@ def roc_curve_plot(labels: np.ndarray, scores: np.ndarray, path: Path) -> Path:
     ax.set_ylabel("true positive rate (abnormals flagged)")
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="chance (AUROC 0.5)")
     if np.unique(labels).size == 2:
-        # imported here, as in ganomaly.metrics: scikit-learn is slow and large to import
-        from sklearn.metrics import roc_auc_score, roc_curve
-
-        fpr, tpr, _ = roc_curve(labels, scores)
-        auroc = roc_auc_score(labels, scores)
-        ax.plot(fpr, tpr, color=ABNORMAL_COLOR, linewidth=2, label=f"model (AUROC {auroc:.4f})")
+        positive = labels.astype(bool)
+        fpr, tpr = metrics.roc_curve(positive, scores)
+        area = metrics.auroc(positive, scores)
+        ax.plot(fpr, tpr, color=ABNORMAL_COLOR, linewidth=2, label=f"model (AUROC {area:.4f})")
         ax.legend(loc="lower right")
     else:
         _empty_note(ax, "undefined: the test labels\ncontain a single class")
@@ -370,10 +370,8 @@ def pr_curve_plot(labels: np.ndarray, scores: np.ndarray, path: Path) -> Path:
         ax.axhline(
             prevalence, color="0.6", linestyle=":", label=f"chance (prevalence {prevalence:.3f})"
         )
-        from sklearn.metrics import average_precision_score, precision_recall_curve
-
-        precision, recall, _ = precision_recall_curve(labels, scores)
-        ap = average_precision_score(labels, scores)
+        precision, recall = metrics.pr_curve(labels.astype(bool), scores)
+        ap = metrics.average_precision(labels.astype(bool), scores)
         # Steps, not straight segments: AP is the area under this step function.
         ax.plot(
             recall,

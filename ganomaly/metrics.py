@@ -7,7 +7,9 @@ Conventions used everywhere in ganomaly:
 - an image is flagged when ``score > threshold`` (strictly greater), the same rule the
   detector's ``predict`` uses, so metrics at a threshold describe exactly what users get.
 
-Only NumPy, SciPy (``ndimage.label``) and scikit-learn are used.
+Only NumPy and SciPy (``ndimage.label``) are used: AUROC and average precision are computed
+here, equal to scikit-learn's (tests/test_metrics.py holds them to it), because importing
+scikit-learn costs a training run about a second and 50 MB.
 
 Example:
     >>> import numpy as np
@@ -21,7 +23,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["image_metrics", "pixel_aupro", "pixel_auroc"]
+__all__ = [
+    "auroc",
+    "average_precision",
+    "image_metrics",
+    "pixel_aupro",
+    "pixel_auroc",
+    "pr_curve",
+    "roc_curve",
+]
 
 # 8-connectivity: pixels touching only at a corner belong to the same defect region. This is
 # what the MVTec AD evaluation code uses, so our AUPRO is comparable with published numbers.
@@ -60,6 +70,48 @@ def _sweep(values: np.ndarray, *increments: np.ndarray) -> tuple[np.ndarray, lis
     sorted_values = values[order]
     is_cut = np.append(sorted_values[1:] != sorted_values[:-1], True)
     return sorted_values[is_cut], [np.cumsum(inc[order])[is_cut] for inc in increments]
+
+
+def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) from (0, 0), one point per distinct score
+    (flag every score >= it), both classes present; sklearn's `roc_curve` without
+    `drop_intermediate` and its leading infinite threshold."""
+    _, (tp, fp) = _sweep(np.asarray(scores, dtype=np.float64), positive, ~positive)
+    return np.concatenate(([0.0], fp / fp[-1])), np.concatenate(([0.0], tp / tp[-1]))
+
+
+def auroc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids; tied scores count half), both classes present:
+    sklearn's `roc_auc_score`.
+
+    Example:
+        >>> auroc(np.array([False, False, True, True]), np.array([0.1, 0.4, 0.35, 0.8]))
+        0.75
+    """
+    fpr, tpr = roc_curve(positive, scores)
+    return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def pr_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall) as sklearn's `precision_recall_curve` gives them: one point per
+    distinct score (flag every score >= it), in increasing-threshold order, then (1, 0)."""
+    _, (tp, flagged) = _sweep(
+        np.asarray(scores, dtype=np.float64), positive, np.ones(positive.size, dtype=np.int64)
+    )
+    precision, recall = tp / flagged, tp / tp[-1]
+    return np.append(precision[::-1], 1.0), np.append(recall[::-1], 0.0)
+
+
+def average_precision(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision, the sum over thresholds of (recall gained) x precision, both
+    classes present: sklearn's `average_precision_score`.
+
+    Example:
+        >>> average_precision(np.array([False, False, True, True]), np.array([0.1, 0.4, 0.35, 0.8]))
+        0.8333333333333333
+    """
+    precision, recall = pr_curve(positive, scores)
+    return float(-np.sum(np.diff(recall) * precision[:-1]))
 
 
 def _best_f1(positive: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -123,22 +175,18 @@ def image_metrics(
     if recall is not None:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
-    auroc: float | None = None
+    area: float | None = None
     aupr: float | None = None
     best_f1: float | None = None
     best_t: float | None = None
-    # Computed only with both classes present: sklearn would otherwise raise or warn.
+    # Computed only with both classes present: they are undefined otherwise.
     if 0 < n_pos < positive.size:
-        # imported here, not with the module: importing scikit-learn takes over a second and
-        # tens of MB, and a training run needs it only once its metrics are computed
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
-        auroc = float(roc_auc_score(positive, scores_f))
-        aupr = float(average_precision_score(positive, scores_f))
+        area = auroc(positive, scores_f)
+        aupr = average_precision(positive, scores_f)
         best_f1, best_t = _best_f1(positive, scores_f)
 
     return {
-        "auroc": auroc,
+        "auroc": area,
         "aupr": aupr,
         "precision": float(precision),
         "recall": None if recall is None else float(recall),
@@ -182,13 +230,7 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
         ValueError: on shape mismatch, non-finite maps, or masks with a single kind of pixel.
     """
     maps_f, masks_b = _as_maps_and_masks(maps, masks)
-    # Same value as sklearn's roc_auc_score (trapezoids over every distinct threshold, ties
-    # counted as half), but several times faster on millions of pixels.
-    positive = masks_b.ravel()
-    _, (tp, fp) = _sweep(maps_f.ravel(), positive, ~positive)
-    tpr = np.concatenate(([0.0], tp / tp[-1]))
-    fpr = np.concatenate(([0.0], fp / fp[-1]))
-    return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return auroc(masks_b.ravel(), maps_f.ravel())
 
 
 def pixel_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:

@@ -195,9 +195,9 @@ def test_the_parser_imports_no_torch() -> None:
 
 
 # A fresh interpreter: the library's own path from import to a loaded model, on random images.
-# scikit-learn costs about a second and 70 MB to import; only metrics, figures, the digits
-# data and the not-fitted error use it. TorchDynamo (which torch.optim's first call imports)
-# costs 1.7 s and 73 MB, and nothing here compiles.
+# scikit-learn costs about a second and 70 MB to import; only the digits data and the
+# not-fitted error use it. TorchDynamo (which torch.optim's first call imports) costs 1.7 s
+# and 73 MB, and nothing here compiles. The metrics and the curves' figures come last.
 NO_SKLEARN_PROBE = """
 import json, sys, tempfile
 import numpy as np
@@ -209,12 +209,18 @@ detector.score(images[:4], with_maps=True)
 with tempfile.TemporaryDirectory() as folder:
     loaded = ganomaly.detector.GANomalyDetector.load(detector.save(folder))
 loaded.predict_proba(images[:4]), repr(loaded), loaded.get_params()
+import ganomaly.metrics, ganomaly.figures
+labels, scores = np.arange(40) % 2, detector.decision_scores_
+ganomaly.metrics.image_metrics(labels, scores, detector.threshold_)
+with tempfile.TemporaryDirectory() as folder:
+    ganomaly.figures.roc_curve_plot(labels, scores, folder + "/roc.png")
+    ganomaly.figures.pr_curve_plot(labels, scores, folder + "/pr.png")
 print(sorted(name for name in sys.modules if name.split(".")[0] in ("sklearn", "sympy")
              or name.startswith("torch._dynamo")))
 """
 
 
-def test_fitting_scoring_saving_and_loading_import_no_scikit_learn_nor_dynamo() -> None:
+def test_fit_score_save_load_and_metrics_import_no_scikit_learn_nor_dynamo() -> None:
     params = json.dumps(estimator_params(FASTEST))
     result = subprocess.run(
         [sys.executable, "-c", NO_SKLEARN_PROBE, params],

@@ -6,9 +6,17 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn import metrics as sk
 
-from ganomaly.metrics import image_metrics, pixel_aupro, pixel_auroc
+from ganomaly.metrics import (
+    auroc,
+    average_precision,
+    image_metrics,
+    pixel_aupro,
+    pixel_auroc,
+    pr_curve,
+    roc_curve,
+)
 
 # Any warning (e.g. sklearn's UndefinedMetricWarning on a single class) fails a test.
 pytestmark = pytest.mark.filterwarnings("error")
@@ -113,8 +121,26 @@ def test_pixel_auroc_matches_sklearn_with_ties() -> None:
     rng = np.random.default_rng(1)
     masks = rng.random((3, 16, 16)) < 0.2
     maps = np.round(rng.random((3, 16, 16)) + 0.4 * masks, 2)
-    expected = roc_auc_score(masks.ravel(), maps.ravel())
+    expected = sk.roc_auc_score(masks.ravel(), maps.ravel())
     assert pixel_auroc(maps, masks) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("decimals", [1, 2, 8])  # 1 decimal: many ties
+def test_curves_and_areas_equal_scikit_learns(seed: int, decimals: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    positive = rng.random(n) < rng.uniform(0.05, 0.95)
+    positive[:2] = [True, False]  # both classes present
+    scores = np.round(rng.random(n) + 0.3 * positive, decimals)
+
+    assert auroc(positive, scores) == pytest.approx(sk.roc_auc_score(positive, scores), abs=1e-12)
+    ap = sk.average_precision_score(positive, scores)
+    assert average_precision(positive, scores) == pytest.approx(ap, abs=1e-12)
+    fpr, tpr, _ = sk.roc_curve(positive, scores, drop_intermediate=False)
+    np.testing.assert_allclose(np.stack(roc_curve(positive, scores)), np.stack([fpr, tpr]))
+    precision, recall, _ = sk.precision_recall_curve(positive, scores)
+    np.testing.assert_allclose(np.stack(pr_curve(positive, scores)), np.stack([precision, recall]))
 
 
 def _two_blobs() -> np.ndarray:
