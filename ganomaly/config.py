@@ -102,7 +102,12 @@ class DetectorConfig:
         "l2", "latent error: l2 (reference code) or l1 (paper)", choices=SCORE_METRICS
     )
     bn_mode: str = _f(
-        "eval", "BatchNorm when scoring: eval, or batch (reference)", choices=BN_MODES
+        "eval",
+        "BatchNorm when scoring: eval (running statistics: a score does not depend on its "
+        "batch), or batch (each batch's own statistics, as the reference's test loop; it "
+        "scores batches of its --batchsize, 64, in its loader's order, this code batches of "
+        "the scoring batch size, 256, in the split's order, so single scores differ)",
+        choices=BN_MODES,
     )
     precise_bn: bool = _f(
         True,
