@@ -174,14 +174,17 @@ def _device_of(config: RunConfig) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def run_cell(method: str, config: RunConfig, split: DataSplit, run_dir: Path) -> dict[str, Any]:
-    """Run one (method, class, seed) cell and return its metrics."""
+def run_cell(
+    method: str, config: RunConfig, split: DataSplit, run_dir: Path, resume: bool = False
+) -> dict[str, Any]:
+    """Run one (method, class, seed) cell and return its metrics; `resume` continues a
+    trained method's interrupted run in `run_dir` from its last checkpoint."""
     from ganomaly import baselines
 
     if method in ("ganomaly", "skip-ganomaly"):
         from ganomaly.run import train_run
 
-        return train_run(dataclasses.replace(config, out=str(run_dir)))
+        return train_run(dataclasses.replace(config, out=str(run_dir)), resume=resume)
     if method == "autoencoder":
         return baselines.run_autoencoder(config, split)
     return baselines.run_raw_pixel(config, split)
@@ -193,6 +196,7 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
 
     from ganomaly import __version__
     from ganomaly.cells import cell_key, cell_path, code_fingerprint, read_cell, write_cell
+    from ganomaly.checkpoint import list_checkpoints
     from ganomaly.run import say
 
     code = code_fingerprint()
@@ -227,8 +231,13 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
                         say(f"{where}: done before, kept{' (stale)' if differing else ''}")
                         continue
                 run_dir = grid.out / "runs" / method / name / f"seed{seed}-{key}"
+                # A cell stopped after a checkpoint (its folder is named by its settings' key)
+                # continues from it: a 15-epoch cell is many minutes of a 2-core CPU.
+                checkpoints = list_checkpoints(run_dir)
+                if checkpoints:
+                    say(f"{where}: continuing from {checkpoints[-1].name}")
                 started = time.perf_counter()
-                metrics = run_cell(method, config, split, run_dir)
+                metrics = run_cell(method, config, split, run_dir, resume=bool(checkpoints))
                 seconds = time.perf_counter() - started
                 cell = {
                     "key": key, **identity,

@@ -315,3 +315,23 @@ def test_an_untrained_d_is_never_reinitialised():
     assert row["d_reinits"] == 0 and state.d_reinits == 0 and row["l_d"] == 0.0
     after = state.discriminator.state_dict()
     assert all(torch.equal(after[k], v) for k, v in d_before.items())
+
+
+def test_a_cell_stopped_after_a_checkpoint_continues_from_it(tmp_path, capsys):
+    """A cell whose run has checkpoints but no cell file (the process was stopped) resumes
+    from its last checkpoint, to the numbers an uninterrupted run gives."""
+    grid = [*GRID, "--classes", "0", "--seeds", "0", "--methods", "ganomaly", "--epochs", "2"]
+    args = ["--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]
+    assert main([*grid, *args]) == 0
+    whole = cell(tmp_path / "results", "ganomaly", "0", 0)
+    (run_dir,) = (tmp_path / "out" / "runs" / "ganomaly" / "0").iterdir()
+    checkpoints = sorted((run_dir / "checkpoints").glob("epoch-*.pt"))
+    assert len(checkpoints) == 2
+    checkpoints[-1].unlink()  # stopped during epoch 2: only epoch 1's checkpoint is left
+    next((tmp_path / "results").glob("cells/ganomaly/0/*.json")).unlink()
+    capsys.readouterr()
+    assert main([*grid, *args]) == 0
+    assert f"continuing from {checkpoints[0].name}" in capsys.readouterr().err
+    resumed = cell(tmp_path / "results", "ganomaly", "0", 0)
+    assert resumed["metrics"]["auroc"] == pytest.approx(whole["metrics"]["auroc"], abs=1e-9)
+    assert resumed["metrics"]["threshold"] == pytest.approx(whole["metrics"]["threshold"])
