@@ -48,6 +48,8 @@ def test_read_idx_raw_and_gzip(tmp_path):
     (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(array)))
     assert np.array_equal(read_idx(tmp_path / "a"), array)
     assert np.array_equal(read_idx(tmp_path / "a.gz"), array)
+    # writable: torch.from_numpy warns on read-only arrays, and a caller may edit its copy
+    assert read_idx(tmp_path / "a").flags.writeable and read_idx(tmp_path / "a.gz").flags.writeable
 
 
 def test_read_idx_rejects_bad_files(tmp_path):

@@ -69,7 +69,8 @@ def read_idx(path: Path) -> np.ndarray:
         )
     if len(body) > expected:
         raise DataError(f"{path}: IDX body has more than the {expected} bytes of {shape}")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+    # a bytearray, not bytes: a read-only array makes torch.from_numpy warn (and callers may edit)
+    return np.frombuffer(bytearray(body), dtype=np.uint8).reshape(shape)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
