@@ -370,8 +370,9 @@ def pr_curve_plot(labels: np.ndarray, scores: np.ndarray, path: Path) -> Path:
         ax.axhline(
             prevalence, color="0.6", linestyle=":", label=f"chance (prevalence {prevalence:.3f})"
         )
-        precision, recall = metrics.pr_curve(labels.astype(bool), scores)
-        ap = metrics.average_precision(labels.astype(bool), scores)
+        positive = labels.astype(bool)
+        precision, recall = metrics.pr_curve(positive, scores)
+        ap = metrics.average_precision(positive, scores)
         # Steps, not straight segments: AP is the area under this step function.
         ax.plot(
             recall,
@@ -468,7 +469,9 @@ def outcome_galleries(
         raise ValueError("images and scores differ in length")
     shown = np.concatenate([indices for indices, _ in picks.values()])
     tiles = _check_images((images if callable(images) else images.__getitem__)(shown), "images")
-    tile_of = {int(i): tiles[j] for j, i in enumerate(shown)}
+    # the tiles of each outcome, in the order select_outcomes gave them
+    rows = np.split(tiles, np.cumsum([indices.size for indices, _ in picks.values()])[:-1])
+    row_of = dict(zip(picks, rows, strict=True))
     scores = np.asarray(scores, dtype=np.float64)
     _, _, h, w = tiles.shape
     gap = max(1, round(TILE_GAP * w))
@@ -492,7 +495,7 @@ def outcome_galleries(
             ax.text(0.5, 0.5, "none", ha="center", va="center", color="0.35", fontsize=12,
                     transform=ax.transAxes)  # fmt: skip
             continue
-        _show_row(ax, np.stack([tile_of[int(i)] for i in indices]), gap)
+        _show_row(ax, row_of[key], gap)
         ax.set_xlim(-0.5, per_outcome * (w + gap) - gap - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         for j, i in enumerate(indices):
