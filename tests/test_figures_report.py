@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backend_bases import RendererBase
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 from PIL import Image
 
 from ganomaly import figures
@@ -223,3 +228,48 @@ def test_report_replaces_previous_page(tmp_path: Path) -> None:
     assert "figures/a.png" not in page and ">0.5000<" in page
     assert "<title>GANomaly report</title>" in page
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
+
+
+def _text_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
+    """The extent, in pixels, of every non-empty text a draw of the figure puts on the canvas
+    (recorded while drawing: tick labels outside the view exist but are not drawn)."""
+    texts: list[Text] = []
+    draw = Text.draw
+
+    def record(text: Text, renderer: RendererBase) -> None:
+        if text.get_visible() and text.get_text().strip():
+            texts.append(text)
+        draw(text, renderer)
+
+    canvas = FigureCanvasAgg(fig)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Text, "draw", record)
+        canvas.draw()
+    renderer = canvas.get_renderer()
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+
+
+def test_no_text_is_cut_off_or_drawn_over_another(
+    tmp_path: Path, data: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Margins are fixed per figure (no layout engine), so check what they must hold: long,
+    # rotated class names, large losses, every figure kind.
+    drawn: list[Figure] = []
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or save(fig, path))
+    _all_figures(tmp_path, data)
+    names = np.array([f"defect_kind_{i:02d}" for i in range(13)] * 3)
+    figures.score_boxplot(np.arange(39.0), names, {"defect_kind_00"}, 20.0, tmp_path / "b.png")
+    big = [{**row, "l_g": 12345.0 * row["epoch"]} for row in _history(20)]
+    figures.loss_curves(big, tmp_path / "big.png")
+    assert len(drawn) == 10
+    for fig in drawn:
+        boxes = _text_boxes(fig)
+        canvas = fig.bbox
+        for text, box in boxes:
+            inside = box.x0 >= canvas.x0 - 1 and box.x1 <= canvas.x1 + 1
+            assert inside and box.y0 >= canvas.y0 - 1 and box.y1 <= canvas.y1 + 1, text
+        for i, (text, box) in enumerate(boxes):
+            for other, other_box in boxes[i + 1 :]:
+                overlap = Bbox.intersection(box, other_box)
+                assert overlap is None or overlap.width * overlap.height < 4, (text, other)
