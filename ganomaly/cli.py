@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import importlib
 import importlib.util
 import sys
@@ -314,7 +315,12 @@ def entry_point() -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_ERROR)
-    sys.exit(main())
+    code = main()
+    # The process ends here: move every object out of the collector's reach, so that exit does
+    # not walk them all once more (after a training run that walk took 0.5 s of a 6 s
+    # evaluation; frozen, 0.15 s). Atexit handlers and finalizers still run.
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
