@@ -82,6 +82,19 @@ def _place_grid(
     )  # fmt: skip
 
 
+def _colorbar_beside(
+    fig: Figure, mappable: Any, top: Axes, bottom: Axes, share: float, label: str
+) -> Any:
+    """A color bar in the right margin, beside the axes from `top` to `bottom`, `share` of
+    their height and centred on them; the axes keep their width (a bar that takes its
+    room from one row would make that row's tiles narrower than the others')."""
+    y1, y0 = top.get_position().y1, bottom.get_position().y0
+    width = fig.get_size_inches()[0]
+    left, height = top.get_position().x1 + 0.2 / width, share * (y1 - y0)
+    bar = fig.add_axes((left, y0 + (y1 - y0 - height) / 2, 0.12 / width, height))
+    return fig.colorbar(mappable, cax=bar, label=label)
+
+
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,10 +256,7 @@ def restoration_grid(
     for ax, label in zip(axes, row_labels, strict=True):
         _bare(ax)
         ax.set_ylabel(label)
-    # In the right margin, so the third row keeps the width of the other two.
-    box, width = axes[2].get_position(), fig.get_size_inches()[0]
-    bar = fig.add_axes((box.x1 + 0.2 / width, box.y0, 0.12 / width, box.height))
-    fig.colorbar(heat, cax=bar, label="mean abs. error")
+    _colorbar_beside(fig, heat, axes[2], axes[2], 1.0, "mean abs. error")
     return _save(fig, path)
 
 
@@ -615,11 +625,7 @@ def localization_figure(
         ax.set_title(name, fontsize=10)
     assert heat is not None  # rows >= 1 was checked
     # Beside the whole grid, not between columns: the mask column stays next to the overlay.
-    top, bottom = axes[0, -1].get_position().y1, axes[-1, -1].get_position().y0
-    width = fig.get_size_inches()[0]
-    x = axes[0, -1].get_position().x1 + 0.2 / width
-    bar = fig.add_axes((x, bottom + 0.2 * (top - bottom), 0.12 / width, 0.6 * (top - bottom)))
-    cbar = fig.colorbar(heat, cax=bar, label="anomaly map value")
+    cbar = _colorbar_beside(fig, heat, axes[0, -1], axes[-1, -1], 0.6, "anomaly map value")
     if cbar.solids is not None:  # an opaque bar reads better than the overlay's alpha
         cbar.solids.set_alpha(1.0)
     return _save(fig, path)
