@@ -219,8 +219,9 @@ def loss_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
         # Markers keep a short run (a single epoch) visible as points.
         ax.plot(epochs, values, marker="o" if len(epochs) <= 30 else None, markersize=3)
         finite = values[np.isfinite(values)]
-        if key == "l_d" and (finite > 0).all():
-            # L_D spans decades when D wins (and triggers re-inits near 1e-5).
+        if key == "l_d" and (finite > 0).all() and finite.max() >= 10 * finite.min():
+            # L_D spans decades when D wins (and triggers re-inits near 1e-5). Within one
+            # decade a log axis labels its minor ticks ("1.65×10^0"), too wide for the gap.
             ax.set_yscale("log")
     return _save(fig, path)
 

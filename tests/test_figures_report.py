@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
 from matplotlib.backend_bases import RendererBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -230,9 +231,10 @@ def test_report_replaces_previous_page(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
 
 
-def _text_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
-    """The extent, in pixels, of every non-empty text a draw of the figure puts on the canvas
-    (recorded while drawing: tick labels outside the view exist but are not drawn)."""
+def _text_boxes(fig: Figure) -> list[tuple[str, Bbox, Axes | None]]:
+    """The extent, in pixels, of every non-empty text a draw of the figure puts on the canvas,
+    with the axes it belongs to (recorded while drawing: tick labels outside the view exist
+    but are not drawn)."""
     texts: list[Text] = []
     draw = Text.draw
 
@@ -246,7 +248,7 @@ def _text_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
         patch.setattr(Text, "draw", record)
         canvas.draw()
     renderer = canvas.get_renderer()
-    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    return [(t.get_text(), t.get_window_extent(renderer), t.axes) for t in texts]
 
 
 def test_no_text_is_cut_off_or_drawn_over_another(
@@ -260,16 +262,29 @@ def test_no_text_is_cut_off_or_drawn_over_another(
     _all_figures(tmp_path, data)
     names = np.array([f"defect_kind_{i:02d}" for i in range(13)] * 3)
     figures.score_boxplot(np.arange(39.0), names, {"defect_kind_00"}, 20.0, tmp_path / "b.png")
-    big = [{**row, "l_g": 12345.0 * row["epoch"]} for row in _history(20)]
+    # large losses; L_D within one decade
+    big = [
+        {**row, "l_g": 12345.0 * row["epoch"], "l_d": 1.3 + 0.02 * row["epoch"]}
+        for row in _history(20)
+    ]
     figures.loss_curves(big, tmp_path / "big.png")
     assert len(drawn) == 10
     for fig in drawn:
         boxes = _text_boxes(fig)
         canvas = fig.bbox
-        for text, box in boxes:
+        for text, box, _ in boxes:
             inside = box.x0 >= canvas.x0 - 1 and box.x1 <= canvas.x1 + 1
             assert inside and box.y0 >= canvas.y0 - 1 and box.y1 <= canvas.y1 + 1, text
-        for i, (text, box) in enumerate(boxes):
-            for other, other_box in boxes[i + 1 :]:
-                overlap = Bbox.intersection(box, other_box)
-                assert overlap is None or overlap.width * overlap.height < 4, (text, other)
+        for i, (text, box, _) in enumerate(boxes):
+            for other, other_box, _ in boxes[i + 1 :]:
+                assert _overlap(box, other_box) < 4, (text, other)
+        # nor over another panel (a label pushed out by wide tick labels lands on its neighbour)
+        for text, box, owner in boxes:
+            for ax in fig.axes:
+                if ax is not owner:
+                    assert _overlap(box, ax.get_window_extent()) < 4, (text, ax.get_title())
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    both = Bbox.intersection(a, b)
+    return 0.0 if both is None else both.width * both.height
