@@ -136,8 +136,9 @@ class DetectorConfig:
     threads: int | None = _f(None, "CPU threads for PyTorch; default: all cores")
     precision: str = _f(
         "auto",
-        "training arithmetic: fp32, bf16 (autocast), or auto = bf16 on a CUDA GPU with bf16, "
-        "fp32 on CPUs (see docs/performance.md); scoring is always fp32",
+        "training arithmetic: fp32, bf16 (autocast), or auto = bf16 where the hardware has it "
+        "natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32 (see "
+        "docs/performance.md); scoring is always fp32",
         choices=PRECISIONS,
     )
     progress: bool = _f(True, "show progress bars")

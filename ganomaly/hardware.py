@@ -5,7 +5,9 @@ never depends on the precision a model was trained with.
 
     >>> resolve_precision("auto", torch.device("cuda"))   # on a GPU with bf16
     'bf16'
-    >>> resolve_precision("auto", torch.device("cpu"))
+    >>> resolve_precision("auto", torch.device("cpu"))    # on a CPU with AVX512-BF16 or AMX
+    'bf16'
+    >>> resolve_precision("auto", torch.device("cpu"))    # on any other CPU
     'fp32'
 """
 
@@ -64,14 +66,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """The training precision `precision` ("auto", "fp32" or "bf16") means on `device`:
     "fp32" or "bf16".
 
-    "auto" is bf16 on a CUDA GPU with native bf16 and fp32 everywhere else, CPUs included
-    (see the bf16 section of docs/performance.md for the measurements behind that choice).
+    "auto" is bf16 where `device` computes in bf16 natively (a CUDA GPU with bf16, a CPU with
+    AVX512-BF16 or AMX) and fp32 elsewhere: the fp32-vs-bf16 AUROC table in the bf16 section
+    of docs/performance.md found no difference beyond the seed spread.
     "bf16" is honoured on any device; without native support it warns that it will be slower.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
+        return "bf16" if native_bf16(device) else "fp32"
     if precision == "bf16" and not native_bf16(device):
         warnings.warn(
             f"--precision bf16 on a {device.type} without native bfloat16 (AVX512-BF16, AMX or "

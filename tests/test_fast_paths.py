@@ -39,7 +39,9 @@ def close(
 
 def fast_state(seed: int) -> TrainState:
     """The state `train()` trains: channels_last networks, fused Adam."""
-    config = DetectorConfig(image_size="16", nz=NZ, ngf=NGF, batch_size=BATCH, progress=False)
+    config = DetectorConfig(  # fp32, as the plain float32 step it is compared with
+        image_size="16", nz=NZ, ngf=NGF, batch_size=BATCH, progress=False, precision="fp32"
+    )
     generator, discriminator = make_networks(SIZE, 1, NZ, NGF, 0, seed)
     state = TrainState(
         generator, discriminator, *make_optimizers(generator, discriminator, config), config

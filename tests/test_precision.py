@@ -110,7 +110,7 @@ def test_cuda_bf16_is_what_torch_cuda_says(monkeypatch: pytest.MonkeyPatch) -> N
         ("bf16", CUDA, True, "bf16"),
         ("auto", CUDA, True, "bf16"),
         ("auto", CUDA, False, "fp32"),
-        ("auto", CPU, True, "fp32"),  # the parity table in docs/performance.md decides this
+        ("auto", CPU, True, "bf16"),  # the parity table in docs/performance.md decided this
         ("auto", CPU, False, "fp32"),
     ],
 )

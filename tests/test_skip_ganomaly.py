@@ -39,9 +39,10 @@ NZ, NGF = 8, 4
 
 
 def tiny_state(size=(16, 16), channels=1, seed=0, **overrides):
+    # fp32: the steps are compared with float32 references
     config = DetectorConfig(
         model="skip-ganomaly", image_size=f"{size[0]}x{size[1]}", nz=NZ, ngf=NGF,
-        epochs=1, batch_size=4, progress=False, **overrides,
+        epochs=1, batch_size=4, progress=False, **{"precision": "fp32", **overrides},
     )  # fmt: skip
     generator, discriminator = make_skip_networks(size, channels, NZ, NGF, seed)
     optimizer_g, optimizer_d = make_optimizers(generator, discriminator, config)

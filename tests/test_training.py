@@ -19,9 +19,10 @@ from ganomaly.training import (
 
 
 def tiny_state(**overrides):
-    config = DetectorConfig(
-        image_size="16", nz=8, ngf=4, epochs=1, batch_size=4, progress=False, **overrides
-    )
+    config = DetectorConfig(  # fp32: the steps are compared with float32 computations
+        image_size="16", nz=8, ngf=4, epochs=1, batch_size=4, progress=False,
+        **{"precision": "fp32", **overrides},
+    )  # fmt: skip
     generator, discriminator = make_networks((16, 16), 1, config.nz, config.ngf, 0, seed=0)
     optimizer_g, optimizer_d = make_optimizers(generator, discriminator, config)
     return TrainState(generator, discriminator, optimizer_g, optimizer_d, config)
