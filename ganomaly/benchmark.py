@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ganomaly.atomic import atomic_write_text
-from ganomaly.config import MODEL_DEFAULTS, ConfigError, RunConfig
+from ganomaly.config import MODEL_DEFAULTS, ConfigError, RunConfig, rule_quantile
 from ganomaly.data import DataSplit, choose_data, load_split, resolve_protocol
 
 METHODS = ("ganomaly", "skip-ganomaly", "autoencoder", "raw-pixel")
@@ -87,7 +87,7 @@ METRIC_TITLES = {
 # to checkpoint, how images are held or decoded, which bad files stop a run).
 _NOT_SETTINGS = (
     "target_class", "category", "seed", "out", "data_dir", "source", "val_dir", "overwrite",
-    "progress", "threads", "device", "checkpoint_every",
+    "progress", "threads", "device", "checkpoint_every", "tensorboard",
     "max_pixels", "skip_bad",
 )  # fmt: skip
 
@@ -151,8 +151,21 @@ def cell_config(grid: Grid, method: str, name: str, seed: int) -> RunConfig:
 def settings_of(config: RunConfig) -> dict[str, Any]:
     """What a cell's numbers depend on besides its method, class, seed and data: every
     setting that can change them, per-model defaults resolved to their values."""
-    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
+    values = dataclasses.asdict(config)
     values.update({name: config.setting(name) for name in MODEL_DEFAULTS[config.model]})
+    return canonical_settings(values)
+
+
+def canonical_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` (a config's, or a cell's as recorded by any version) in one form, so that
+    two runs that compute the same numbers have equal settings: only what can change a
+    result, and each threshold rule as the quantile it means."""
+    values = {k: v for k, v in settings.items() if k not in _NOT_SETTINGS}
+    # Cells made before --precision existed trained in float32.
+    values.setdefault("precision", "fp32")
+    values["threshold_quantile"] = rule_quantile(
+        values.get("threshold_quantile"), values.pop("contamination", None), values["threshold"]
+    )
     return values
 
 
@@ -195,7 +208,7 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
     import torch
 
     from ganomaly import __version__
-    from ganomaly.cells import cell_key, cell_path, code_fingerprint, read_cell, write_cell
+    from ganomaly.cells import cell_key, cell_path, code_fingerprint, find_cell, write_cell
     from ganomaly.checkpoint import list_checkpoints
     from ganomaly.run import say
 
@@ -221,8 +234,9 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
                 key = cell_key(identity)
                 path = cell_path(grid.results, method, name, seed, key)
                 where = f"[{done}/{total}] {method} class {name} seed {seed}"
-                cell = read_cell(path, key)
-                if cell is not None:
+                found = find_cell(path.parent, identity, _identity_of)
+                if found is not None:
+                    old_path, cell = found
                     differing = code.differing(cell["code"]["files"])
                     if not differing or not grid.rerun_stale:
                         if differing:
@@ -248,6 +262,8 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
                     "code": {"fingerprint": code.fingerprint, "files": code.files},
                 }  # fmt: skip
                 write_cell(path, cell)
+                if found is not None and old_path != path:
+                    old_path.unlink()  # the stale cell it replaces, recorded by older settings
                 cells[method][name].append(cell)
                 say(f"{where}: AUROC {_fmt(metrics.get('auroc'))} in {seconds:.0f} s")
     if stale:
@@ -260,6 +276,12 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
     summary = summarize(grid, cells, len(stale))
     write_tables(grid.results, summary)
     return summary
+
+
+def _identity_of(cell: dict[str, Any]) -> dict[str, Any]:
+    """What a recorded cell was made from, in the form `run_benchmark` compares."""
+    identity = {k: cell.get(k) for k in ("method", "class", "seed", "data")}
+    return {**identity, "settings": canonical_settings(cell.get("settings") or {})}
 
 
 def _fmt(value: float | None) -> str:

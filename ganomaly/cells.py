@@ -6,16 +6,19 @@ committed, so a grid can finish over several days and anyone can re-make its tab
 A cell is keyed on what decides its numbers — the method, class and seed, the data (source name
 and fingerprint of its files) and every setting that can change a result — never on a run
 directory, model or machine path: `key` is the first 16 hex digits of the sha256 of that
-identity. It also records who made it: the package version, library versions, the device and a
-fingerprint of the code that decides results (`CODE_FILES`). A cell whose key matches but whose
-code fingerprint differs is *stale*: made by other code, so its numbers may differ from what
-this code would give. The benchmark re-uses it with a warning (or re-runs it on request).
+identity. A cell is found by the identity it records, not by its file name, so a cell whose
+settings an older version recorded in another form is still found (`find_cell`). It also
+records who made it: the package version, library versions, the device and a fingerprint of
+the code that decides results (`CODE_FILES`). A cell whose identity matches but whose code
+fingerprint differs is *stale*: made by other code, so its numbers may differ from what this
+code would give. The benchmark re-uses it with a warning (or re-runs it on request).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,15 +89,22 @@ def cell_path(results: Path, method: str, name: str, seed: int, key: str) -> Pat
     return results / "cells" / method / name / f"seed{seed}-{key}.json"
 
 
-def read_cell(path: Path, key: str) -> dict[str, Any] | None:
-    """The cell at `path` if it is one and holds `key`; else None (to be run)."""
-    try:
-        cell = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(cell, dict) or cell.get("format") != FORMAT or cell.get("key") != key:
-        return None
-    return cell
+def find_cell(
+    folder: Path, identity: dict[str, Any], identity_of: Callable[[dict[str, Any]], Any]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The first cell in `folder` (one method and class) whose `identity_of` is `identity`,
+    and its path; None if there is none (to be run). Cells are compared by what they record,
+    not by the key in their file name: a cell written by an older version, whose settings
+    were recorded in another form, is still found."""
+    for path in sorted(folder.glob(f"seed{identity['seed']}-*.json")):
+        try:
+            cell = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        is_cell = isinstance(cell, dict) and cell.get("format") == FORMAT
+        if is_cell and identity_of(cell) == identity:
+            return path, cell
+    return None
 
 
 def write_cell(path: Path, cell: dict[str, Any]) -> None:

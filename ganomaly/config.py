@@ -30,6 +30,21 @@ DEFAULT_THRESHOLD_QUANTILE = 0.99
 THRESHOLD_RULES = ("threshold_quantile", "contamination", "threshold")
 
 
+def rule_quantile(
+    threshold_quantile: float | None, contamination: float | None, threshold: float | None
+) -> float | None:
+    """The quantile of validation normal scores a threshold rule means: `threshold_quantile`,
+    1 - `contamination`, or DEFAULT_THRESHOLD_QUANTILE when neither is given; None when a
+    fixed `threshold` is given."""
+    if threshold is not None:
+        return None
+    if contamination is not None:
+        return 1.0 - contamination
+    if threshold_quantile is not None:
+        return threshold_quantile
+    return DEFAULT_THRESHOLD_QUANTILE
+
+
 # A saved model scores on the CPU unless told otherwise (predict, evaluate, serve, load):
 # scoring is cheap, a CPU is always there, and a GPU is kept for training, whose default
 # is "auto".
@@ -164,16 +179,8 @@ class DetectorConfig:
         return parse_image_size(self.image_size)
 
     def threshold_rule_quantile(self) -> float | None:
-        """The quantile of validation normal scores the threshold is: `threshold_quantile`,
-        1 - `contamination`, or DEFAULT_THRESHOLD_QUANTILE when neither is given; None when
-        a fixed `threshold` is given."""
-        if self.threshold is not None:
-            return None
-        if self.contamination is not None:
-            return 1.0 - self.contamination
-        if self.threshold_quantile is not None:
-            return self.threshold_quantile
-        return DEFAULT_THRESHOLD_QUANTILE
+        """The quantile of validation normal scores the threshold is (`rule_quantile`)."""
+        return rule_quantile(self.threshold_quantile, self.contamination, self.threshold)
 
     def validate(self, style: str = "flag") -> None:
         """Raise ConfigError on the first invalid setting. Messages name settings as the user

@@ -20,7 +20,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
 import ganomaly
-from ganomaly.benchmark import markdown, parse_classes
+from ganomaly.benchmark import canonical_settings, markdown, parse_classes
 from ganomaly.cli import main
 from ganomaly.config import ConfigError, DetectorConfig
 from ganomaly.model import build_networks
@@ -149,6 +149,56 @@ def test_rerun_stale_runs_that_cell_again(bench, tmp_path, capsys):
     assert (tmp_path / "out" / "runs" / "ganomaly" / "0").is_dir()
     # Same code, same seed, on the CPU: the same numbers.
     assert redone["metrics"]["auroc"] == pytest.approx(original["metrics"]["auroc"], abs=1e-9)
+
+
+def _as_older_version_wrote_it(results: Path, target: Path) -> Path:
+    """A copy of the results whose ganomaly class-0 seed-0 cell records its settings as the
+    previous version did (the threshold rules as given, a tensorboard flag) under another
+    file name, and claims other training code."""
+    path = _stale_copy(results, target)
+    record = json.loads(path.read_text())
+    settings = record["settings"]
+    assert settings["threshold_quantile"] == 0.99 and "tensorboard" not in settings
+    settings.update(threshold_quantile=None, contamination=None, tensorboard=False)
+    path.unlink()
+    older = path.with_name("seed0-0123456789abcdef.json")
+    older.write_text(json.dumps(record, indent=1))
+    return older
+
+
+def test_a_cell_recorded_by_an_older_version_is_found_by_what_it_records(bench, tmp_path, capsys):
+    _, results = bench
+    older = _as_older_version_wrote_it(results, tmp_path / "results")
+    capsys.readouterr()
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="1 of 12 cells were made by other code"):
+        assert main([*GRID, "--out", str(out), "--results", str(tmp_path / "results")]) == 0
+    assert capsys.readouterr().err.count("done before, kept") == 12
+    assert not (out / "runs").exists()  # nothing trained
+    # Re-run as stale, the new cell replaces the old one: one cell per (method, class, seed).
+    assert main([*GRID, "--out", str(out), "--results", str(tmp_path / "results"),
+                 "--rerun-stale"]) == 0  # fmt: skip
+    (redone,) = older.parent.glob("seed0-*.json")
+    assert redone != older and "tensorboard" not in json.loads(redone.read_text())["settings"]
+
+
+def test_settings_are_compared_in_one_form():
+    current = {"epochs": 15, "threshold": None, "threshold_quantile": None,
+               "contamination": None, "precision": "fp32"}  # fmt: skip
+    same = [
+        {"epochs": 15, "threshold": None, "threshold_quantile": 0.99},  # before --precision
+        {**current, "contamination": 0.01, "tensorboard": True},  # 1 - 0.01 is the quantile
+    ]
+    for settings in same:
+        assert canonical_settings(settings) == canonical_settings(current), settings
+    different = [
+        {**current, "precision": "bf16"},
+        {**current, "threshold_quantile": 0.95},
+        {**current, "threshold": 0.5},
+        {**current, "epochs": 14},
+    ]
+    for settings in different:
+        assert canonical_settings(settings) != canonical_settings(current), settings
 
 
 def test_table_is_mean_std_and_spread_of_the_cells(bench):
