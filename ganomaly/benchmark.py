@@ -104,6 +104,7 @@ class Grid:
     results: Path  # cells and tables (small, committed)
     pair_split_seed: bool = False  # split seed = seed, as the reference's --manualseed
     rerun_stale: bool = False  # run cells made by other code again
+    tables_only: bool = False  # run nothing: tables of the cells found, the rest shown missing
 
 
 def parse_classes(text: str, protocol: str) -> list[str]:
@@ -214,9 +215,11 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
 
     code = code_fingerprint()
     versions = {"ganomaly": __version__, "torch": str(torch.__version__), "numpy": np.__version__}
-    cells: dict[str, dict[str, list[dict[str, Any]]]] = {
+    # Per method and class, one cell per seed in --seeds order (None: missing, --tables-only).
+    cells: dict[str, dict[str, list[dict[str, Any] | None]]] = {
         m: {c: [] for c in grid.classes} for m in grid.methods
     }
+    sources: dict[str, dict[str, str]] = {}  # per class, the data its cells saw
     stale: list[list[str]] = []  # per stale cell re-used, the files that differ
     loaded: tuple[tuple[str, int], DataSplit] | None = None
     total, done = len(grid.methods) * len(grid.classes) * len(grid.seeds), 0
@@ -229,8 +232,9 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
                     loaded = (name, config.split_seed), load_split(config)
                 split = loaded[1]
                 settings = settings_of(config)
+                sources[name] = data_of(config, split)
                 identity = {"method": method, "class": name, "seed": seed,
-                            "data": data_of(config, split), "settings": settings}  # fmt: skip
+                            "data": sources[name], "settings": settings}  # fmt: skip
                 key = cell_key(identity)
                 path = cell_path(grid.results, method, name, seed, key)
                 where = f"[{done}/{total}] {method} class {name} seed {seed}"
@@ -244,6 +248,10 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
                         cells[method][name].append(cell)
                         say(f"{where}: done before, kept{' (stale)' if differing else ''}")
                         continue
+                if grid.tables_only:
+                    cells[method][name].append(None)
+                    say(f"{where}: not run yet, shown as missing")
+                    continue
                 run_dir = grid.out / "runs" / method / name / f"seed{seed}-{key}"
                 # A cell stopped after a checkpoint (its folder is named by its settings' key)
                 # continues from it: a 15-epoch cell is many minutes of a 2-core CPU.
@@ -273,7 +281,9 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
             f"{', '.join(files)}); re-used as they are, --rerun-stale runs them again",
             stacklevel=2,
         )
-    summary = summarize(grid, cells, len(stale))
+    if all(c is None for m in grid.methods for c_list in cells[m].values() for c in c_list):
+        raise ConfigError(f"--tables-only: no finished cell of this grid in {grid.results}")
+    summary = summarize(grid, cells, sources, len(stale))
     write_tables(grid.results, summary)
     return summary
 
@@ -302,30 +312,37 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
 
 
 def summarize(
-    grid: Grid, cells: dict[str, dict[str, list[dict[str, Any]]]], n_stale: int = 0
+    grid: Grid,
+    cells: dict[str, dict[str, list[dict[str, Any] | None]]],
+    sources: dict[str, dict[str, str]],
+    n_stale: int = 0,
 ) -> dict[str, Any]:
-    """Per method, metric and class: mean, std, min, max, n and the per-seed values; the class
-    average per seed; the settings, data and compute time behind them."""
+    """Per method, metric and class: mean, std, min, max, n and the per-seed values (None
+    where a cell is missing); the class average per seed; the settings, data and compute time
+    behind them."""
     classes, seeds, methods = grid.classes, grid.seeds, grid.methods
-    first = cells[methods[0]][classes[0]][0]["metrics"]
-    metrics = [m for m in (*IMAGE_METRICS, *PIXEL_METRICS) if first.get(m) is not None]
+    done = [cell for m in methods for c in classes for cell in cells[m][c] if cell is not None]
+    metrics = [m for m in (*IMAGE_METRICS, *PIXEL_METRICS) if done[0]["metrics"].get(m) is not None]
+
+    def value(cell: dict[str, Any] | None, metric: str) -> float | None:
+        return None if cell is None else cell["metrics"].get(metric)
+
     table: dict[str, Any] = {}
     for method in methods:
         table[method] = {}
         for metric in metrics:
-            rows = {
-                c: _stats([cell["metrics"].get(metric) for cell in cells[method][c]])
-                for c in classes
-            }
+            rows = {c: _stats([value(cell, metric) for cell in cells[method][c]]) for c in classes}
             per_seed: list[float | None] = []
             for k in range(len(seeds)):
-                values = [cells[method][c][k]["metrics"].get(metric) for c in classes]
+                values = [value(cells[method][c][k], metric) for c in classes]
                 present = all(v is not None for v in values)
                 per_seed.append(float(np.mean(np.asarray(values, np.float64))) if present else None)
             rows["mean"] = _stats(per_seed)
             table[method][metric] = rows
-    any_cell = {m: cells[m][classes[0]][0] for m in methods}
-    shared = {k: v for k, v in any_cell[methods[0]]["settings"].items()
+    # What every cell of a method was made with: its config's settings (a found cell records
+    # the same ones), so a method whose cells are all missing is still described.
+    settings = {m: settings_of(cell_config(grid, m, classes[0], seeds[0])) for m in methods}
+    shared = {k: v for k, v in settings[methods[0]].items()
               if k not in ("model", "w_adv", "w_con", "w_enc", "w_lat", "split_seed")}  # fmt: skip
     return {
         "data": grid.base.data,
@@ -336,23 +353,20 @@ def summarize(
         "metrics": metrics,
         "split_seed": "paired" if grid.pair_split_seed else grid.base.split_seed,
         "settings": shared,
-        "method_settings": {
-            m: {k: any_cell[m]["settings"][k] for k in _METHOD_KEYS[m]} for m in methods
-        },
-        "data_sources": {c: cells[methods[0]][c][0]["data"] for c in classes},
+        "method_settings": {m: {k: settings[m][k] for k in _METHOD_KEYS[m]} for m in methods},
+        "data_sources": {c: sources[c] for c in classes},
         "table": table,
         "cell_seconds": {
-            m: round(sum(cell["seconds"] for c in classes for cell in cells[m][c]), 1)
+            m: round(sum(c["seconds"] for n in classes for c in cells[m][n] if c is not None), 1)
             for m in methods
         },
         "images": {
-            k: sorted({cells[methods[0]][c][0]["metrics"].get(k) for c in classes} - {None})
+            k: sorted({cell["metrics"].get(k) for cell in done} - {None})
             for k in ("n_train", "n_test", "n_test_abnormal")
         },
-        "devices": sorted(
-            {cell["device"] for m in methods for c in classes for cell in cells[m][c]}
-        ),
+        "devices": sorted({cell["device"] for cell in done}),
         "stale_cells": n_stale,
+        "missing_cells": len(methods) * len(classes) * len(seeds) - len(done),
     }
 
 
@@ -366,13 +380,18 @@ _METHOD_KEYS = {
 
 
 def _cell_text(stats: dict[str, Any]) -> str:
+    """mean ± std over the seeds; with some seeds missing, how many the figure is of."""
     if stats["mean"] is None:
-        return "n/a"
-    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+        return "—"
+    if stats["n"] == len(stats["values"]):
+        return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+    if stats["n"] == 1:
+        return f"{stats['mean']:.3f} (1 seed)"
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f} ({stats['n']} seeds)"
 
 
 def _seeds_text(stats: dict[str, Any]) -> str:
-    return " / ".join(_fmt(v) for v in stats["values"])
+    return " / ".join("—" if v is None else f"{v:.3f}" for v in stats["values"])
 
 
 def _paper(name: str, settings: dict[str, Any]) -> str:
@@ -451,6 +470,12 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"{summary['stale_cells']} cells were made by other code than the one that wrote "
             "this table (see their `code` record)."
+        )
+    if summary.get("missing_cells"):
+        total = len(summary["methods"]) * len(summary["classes"]) * len(summary["seeds"])
+        lines.append(
+            f"**Incomplete: {summary['missing_cells']} of {total} cells not run yet** (—); a "
+            "figure over fewer seeds says how many, and a mean row needs every class of a seed."
         )
     for metric in summary["metrics"]:
         lines += _table(summary, METRIC_TITLES[metric], metric, _cell_text)
@@ -573,13 +598,17 @@ def grid_from_args(args: argparse.Namespace) -> Grid:
         classes = [Path(base.data_dir or ".").name]
     else:
         raise ConfigError("--classes is required, e.g. --classes 0-9")
-    if not base.out:
+    if args.tables_only:
+        if not (args.results or base.out):
+            raise ConfigError("--tables-only: give --results, the folder that holds the cells")
+    elif not base.out:
         raise ConfigError("--out is required: the folder for run directories (re-use to resume)")
-    out = _folder(base.out, "--out", "benchmark.yaml")
-    results = _folder(args.results or base.out, "--results", "cells")
+    results = _folder(str(args.results or base.out), "--results", "cells")
+    out = _folder(base.out, "--out", "benchmark.yaml") if base.out else results
     return Grid(
         base, classes, parse_seeds(args.seeds), methods, out, results,
         pair_split_seed=args.pair_split_seed, rerun_stale=args.rerun_stale,
+        tables_only=args.tables_only,
     )  # fmt: skip
 
 
@@ -590,16 +619,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from ganomaly.run import say
 
     grid = grid_from_args(args)
-    grid.out.mkdir(parents=True, exist_ok=True)
-    (grid.results / "cells").mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in dataclasses.asdict(grid.base).items() if k != "overwrite"}
-    (grid.out / "benchmark.yaml").write_text(
-        yaml.safe_dump(
-            {"classes": grid.classes, "seeds": grid.seeds, "methods": grid.methods,
-             "results": str(grid.results), "pair_split_seed": grid.pair_split_seed, **settings},
-            sort_keys=False,
-        )
-    )  # fmt: skip
+    if not grid.tables_only:
+        grid.out.mkdir(parents=True, exist_ok=True)
+        (grid.results / "cells").mkdir(parents=True, exist_ok=True)
+        settings = {k: v for k, v in dataclasses.asdict(grid.base).items() if k != "overwrite"}
+        (grid.out / "benchmark.yaml").write_text(
+            yaml.safe_dump(
+                {"classes": grid.classes, "seeds": grid.seeds, "methods": grid.methods,
+                 "results": str(grid.results), "pair_split_seed": grid.pair_split_seed,
+                 **settings},
+                sort_keys=False,
+            )
+        )  # fmt: skip
     started = time.perf_counter()
     summary = run_benchmark(grid)
     say(f"benchmark took {time.perf_counter() - started:.0f} s; wrote {grid.results}/results.md")
@@ -647,6 +678,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--rerun-stale", action="store_true",
         help="run again the cells made by other code (default: re-use them, with a warning)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tables-only", action="store_true",
+        help="run nothing: write the tables from the cells already in --results, the cells "
+        "not run yet shown as missing (a grid that is still running, or split over machines)",
     )  # fmt: skip
     add_config_flags(parser, RunConfig)
     parser.set_defaults(handler=cmd_benchmark)

@@ -182,6 +182,35 @@ def test_a_cell_recorded_by_an_older_version_is_found_by_what_it_records(bench, 
     assert redone != older and "tensorboard" not in json.loads(redone.read_text())["settings"]
 
 
+def test_tables_only_tabulates_the_cells_found_and_runs_nothing(bench, tmp_path, capsys):
+    _, results = bench
+    shutil.copytree(results, tmp_path / "results")
+    (missing,) = (tmp_path / "results").glob("cells/autoencoder/1/seed1-*.json")
+    missing.unlink()
+    expected = cell(results, "autoencoder", "1", 0)["metrics"]["auroc"]
+    capsys.readouterr()
+    assert main([*GRID, "--results", str(tmp_path / "results"), "--tables-only"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("done before, kept") == 11 and err.count("not run yet") == 1
+    assert not (tmp_path / "results" / "runs").exists()  # nothing trained
+    assert not (tmp_path / "results" / "benchmark.yaml").exists()
+    summary = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert summary["missing_cells"] == 1
+    row = summary["table"]["autoencoder"]["auroc"]
+    assert row["1"]["values"] == [expected, None] and row["1"]["n"] == 1
+    assert row["mean"]["values"][1] is None  # seed 1 lacks a class: no class mean
+    text = (tmp_path / "results" / "results.md").read_text()
+    assert "**Incomplete: 1 of 12 cells not run yet**" in text
+    assert f"| {expected:.3f} (1 seed) |" in text  # the AUROC table, class 1
+    assert f"{expected:.3f} / —" in text  # the per-seed table
+    # Nothing to tabulate, or nowhere to look: a one-line error.
+    empty = ["--results", str(tmp_path / "empty"), "--tables-only"]
+    assert main([*GRID, *empty]) == 2
+    assert "no finished cell of this grid" in capsys.readouterr().err
+    assert main([*GRID, "--tables-only"]) == 2
+    assert "--tables-only: give --results" in capsys.readouterr().err
+
+
 def test_settings_are_compared_in_one_form():
     current = {"epochs": 15, "threshold": None, "threshold_quantile": None,
                "contamination": None, "precision": "fp32"}  # fmt: skip
