@@ -599,6 +599,8 @@ def grid_from_args(args: argparse.Namespace) -> Grid:
     else:
         raise ConfigError("--classes is required, e.g. --classes 0-9")
     if args.tables_only:
+        if args.rerun_stale:
+            raise ConfigError("--tables-only runs nothing: drop --rerun-stale")
         if not (args.results or base.out):
             raise ConfigError("--tables-only: give --results, the folder that holds the cells")
     elif not base.out:

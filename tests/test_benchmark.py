@@ -209,6 +209,8 @@ def test_tables_only_tabulates_the_cells_found_and_runs_nothing(bench, tmp_path,
     assert "no finished cell of this grid" in capsys.readouterr().err
     assert main([*GRID, "--tables-only"]) == 2
     assert "--tables-only: give --results" in capsys.readouterr().err
+    assert main([*GRID, *empty, "--rerun-stale"]) == 2
+    assert "--tables-only runs nothing: drop --rerun-stale" in capsys.readouterr().err
 
 
 def test_settings_are_compared_in_one_form():
