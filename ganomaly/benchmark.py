@@ -165,7 +165,7 @@ def canonical_settings(settings: dict[str, Any]) -> dict[str, Any]:
     # Cells made before --precision existed trained in float32.
     values.setdefault("precision", "fp32")
     values["threshold_quantile"] = rule_quantile(
-        values.get("threshold_quantile"), values.pop("contamination", None), values["threshold"]
+        values.get("threshold_quantile"), values.pop("contamination", None), values.get("threshold")
     )
     return values
 
