@@ -254,8 +254,9 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
                     continue
                 run_dir = grid.out / "runs" / method / name / f"seed{seed}-{key}"
                 # A cell stopped after a checkpoint (its folder is named by its settings' key)
-                # continues from it: a 15-epoch cell is many minutes of a 2-core CPU.
-                checkpoints = list_checkpoints(run_dir)
+                # continues from it: a 15-epoch cell is many minutes of a 2-core CPU. A stale
+                # cell run again starts afresh: its checkpoints were made by the other code.
+                checkpoints = list_checkpoints(run_dir) if found is None else []
                 if checkpoints:
                     say(f"{where}: continuing from {checkpoints[-1].name}")
                 started = time.perf_counter()

@@ -232,6 +232,24 @@ def test_settings_are_compared_in_one_form():
         assert canonical_settings(settings) != canonical_settings(current), settings
 
 
+def test_a_stale_cell_run_again_trains_afresh_not_from_its_checkpoints(tmp_path, capsys):
+    # The stale cell's run directory still holds the final checkpoint of the other code's
+    # training: continuing from it would only re-evaluate that model under a new code record.
+    one = [*GRID, "--classes", "0", "--seeds", "0", "--methods", "ganomaly"]
+    args = ["--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]
+    assert main([*one, *args]) == 0
+    (path,) = (tmp_path / "results").glob("cells/ganomaly/0/seed0-*.json")
+    record = json.loads(path.read_text())
+    record["code"]["files"]["ganomaly/training.py"] = "0" * 64
+    path.write_text(json.dumps(record))
+    assert list((tmp_path / "out" / "runs" / "ganomaly" / "0").glob("*/checkpoints/*.pt"))
+    capsys.readouterr()
+    assert main([*one, *args, "--rerun-stale"]) == 0
+    err = capsys.readouterr().err
+    assert "continuing from" not in err and "epoch 1/1" in err  # trained again
+    assert json.loads(path.read_text())["code"]["files"]["ganomaly/training.py"] != "0" * 64
+
+
 def test_table_is_mean_std_and_spread_of_the_cells(bench):
     _, results = bench
     summary = json.loads((results / "results.json").read_text())
