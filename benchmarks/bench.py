@@ -58,7 +58,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from ganomaly.config import DetectorConfig  # noqa: E402
-from ganomaly.hardware import native_bf16  # noqa: E402
+from ganomaly.hardware import device_description, native_bf16  # noqa: E402
 from ganomaly.losses import discriminator_loss, generator_losses  # noqa: E402
 from ganomaly.model import Discriminator, Generator, make_networks  # noqa: E402
 from ganomaly.scoring import AnomalyScorer, score_tensor  # noqa: E402
@@ -472,6 +472,7 @@ def main() -> int:
     }
     header = {
         "device": str(device),
+        "processor": device_description(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
@@ -482,7 +483,8 @@ def main() -> int:
     }
     if not args.json:
         print(
-            f"device {device} | torch {header['torch']} | threads {header['threads']} | "
+            f"device {header['processor']} | torch {header['torch']} | "
+            f"threads {header['threads']} | "
             f"OMP_WAIT_POLICY={header['omp_wait_policy']} "
             f"GOMP_SPINCOUNT={header['gomp_spincount']}"
         )

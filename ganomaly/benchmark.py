@@ -179,13 +179,14 @@ def data_of(config: RunConfig, split: DataSplit) -> dict[str, str]:
     }
 
 
+_UNNAMED_CPU = {"cpu": "cpu (model not recorded)"}
+
+
 def _device_of(config: RunConfig) -> str:
-    import torch
-
     from ganomaly.detector import resolve_device
+    from ganomaly.hardware import device_description
 
-    device = resolve_device(config.device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return device_description(resolve_device(config.device))
 
 
 def run_cell(
@@ -365,7 +366,8 @@ def summarize(
             k: sorted({cell["metrics"].get(k) for cell in done} - {None})
             for k in ("n_train", "n_test", "n_test_abnormal")
         },
-        "devices": sorted({cell["device"] for cell in done}),
+        # Cells made before the CPU's model was recorded say only "cpu".
+        "devices": sorted({_UNNAMED_CPU.get(cell["device"], cell["device"]) for cell in done}),
         "stale_cells": n_stale,
         "missing_cells": len(methods) * len(classes) * len(seeds) - len(done),
     }

@@ -14,6 +14,7 @@ never depends on the precision a model was trained with.
 from __future__ import annotations
 
 import functools
+import platform
 import warnings
 from pathlib import Path
 
@@ -26,17 +27,36 @@ CPUINFO = Path("/proc/cpuinfo")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def _cpuinfo_field(name: str) -> str:
+    """The first `name : value` line's value in /proc/cpuinfo ("" where there is none)."""
+    try:
+        lines = CPUINFO.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it ("AMD EPYC 7R13 Processor"), recorded beside
+    every timing: a speed figure means little without the CPU it was measured on."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def device_description(device: torch.device) -> str:
+    """What computes on `device`, for the record beside its timings: the GPU's name, or
+    "cpu (<the CPU's model>)"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({cpu_model()})"
+
+
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = {
-            flag
-            for line in CPUINFO.read_text().splitlines()
-            if line.startswith("flags")
-            for flag in line.split(":", 1)[1].split()
-        }
-    except OSError:
-        flags = set()
+    flags = set(_cpuinfo_field("flags").split())
     if flags:
         return any(flag in flags for flag in BF16_CPU_FLAGS)
     # No x86 flags to read (macOS, Windows, Arm): ask PyTorch's own CPU detection. Its public

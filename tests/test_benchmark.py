@@ -20,6 +20,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
 import ganomaly
+from ganomaly import hardware
 from ganomaly.benchmark import canonical_settings, markdown, parse_classes
 from ganomaly.cli import main
 from ganomaly.config import ConfigError, DetectorConfig
@@ -104,6 +105,8 @@ def test_cells_hold_no_machine_path_and_record_what_made_them(bench):
     assert record["code"]["files"]["ganomaly/training.py"] == expected
     assert record["versions"]["ganomaly"] == ganomaly.__version__
     assert record["metrics"]["auroc"] is not None and record["seconds"] > 0
+    # Its timings name the CPU they were measured on.
+    assert record["device"] == f"cpu ({hardware.cpu_model()})" and record["device"] != "cpu ()"
     # The autoencoder cell trained with its own settings, and never re-initialised a D.
     autoencoder = cell(results, "autoencoder", "1", 0)
     assert autoencoder["settings"]["w_adv"] == 0.0 and autoencoder["settings"]["w_enc"] == 0.0
@@ -153,13 +156,15 @@ def test_rerun_stale_runs_that_cell_again(bench, tmp_path, capsys):
 
 def _as_older_version_wrote_it(results: Path, target: Path) -> Path:
     """A copy of the results whose ganomaly class-0 seed-0 cell records its settings as the
-    previous version did (the threshold rules as given, a tensorboard flag) under another
+    previous version did (the threshold rules as given, a tensorboard flag, the device without
+    the CPU's model) under another
     file name, and claims other training code."""
     path = _stale_copy(results, target)
     record = json.loads(path.read_text())
     settings = record["settings"]
     assert settings["threshold_quantile"] == 0.99 and "tensorboard" not in settings
     settings.update(threshold_quantile=None, contamination=None, tensorboard=False)
+    record["device"] = "cpu"  # without the CPU's model
     path.unlink()
     older = path.with_name("seed0-0123456789abcdef.json")
     older.write_text(json.dumps(record, indent=1))
@@ -175,6 +180,8 @@ def test_a_cell_recorded_by_an_older_version_is_found_by_what_it_records(bench, 
         assert main([*GRID, "--out", str(out), "--results", str(tmp_path / "results")]) == 0
     assert capsys.readouterr().err.count("done before, kept") == 12
     assert not (out / "runs").exists()  # nothing trained
+    compute = (tmp_path / "results" / "results.md").read_text().split("Compute, all cells:")[1]
+    assert f"on cpu ({hardware.cpu_model()}), cpu (model not recorded)." in compute
     # Re-run as stale, the new cell replaces the old one: one cell per (method, class, seed).
     assert main([*GRID, "--out", str(out), "--results", str(tmp_path / "results"),
                  "--rerun-stale"]) == 0  # fmt: skip
@@ -203,6 +210,7 @@ def test_tables_only_tabulates_the_cells_found_and_runs_nothing(bench, tmp_path,
     assert "**Incomplete: 1 of 12 cells not run yet**" in text
     assert f"| {expected:.3f} (1 seed) |" in text  # the AUROC table, class 1
     assert f"{expected:.3f} / —" in text  # the per-seed table
+    assert f"on cpu ({hardware.cpu_model()})." in text  # the CPU beside the compute time
     # Nothing to tabulate, or nowhere to look: a one-line error.
     empty = ["--results", str(tmp_path / "empty"), "--tables-only"]
     assert main([*GRID, *empty]) == 2

@@ -4,6 +4,7 @@ float32 scoring whatever the training precision, and the precision recorded in t
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,22 @@ def test_cpu_bf16_without_cpuinfo_asks_torch(
     hardware._cpu_has_native_bf16.cache_clear()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert hardware.native_bf16(CPU) is True
+
+
+def test_the_cpu_model_is_read_from_cpuinfo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: fpu\n\n"
+    )
+    monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
+    assert hardware.cpu_model() == "AMD EPYC 9R14 96-Core Processor"
+    # Without /proc/cpuinfo (macOS, Windows), what the platform module says.
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "missing")
+    monkeypatch.setattr(platform, "processor", lambda: "arm")
+    assert hardware.cpu_model() == "arm"
 
 
 def test_cuda_bf16_is_what_torch_cuda_says(monkeypatch: pytest.MonkeyPatch) -> None:
