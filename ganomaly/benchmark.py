@@ -267,7 +267,9 @@ def run_benchmark(grid: Grid) -> dict[str, Any]:
                     "key": key, **identity,
                     "metrics": {k: metrics[k] for k in KEPT_METRICS if k in metrics},
                     "seconds": round(seconds, 1),
-                    "device": _device_of(config), "threads": torch.get_num_threads(),
+                    "device": _device_of(config),
+                    # --threads is scoped to the cell's fit: afterwards torch has its own count.
+                    "threads": config.threads or torch.get_num_threads(),
                     "versions": versions,
                     "code": {"fingerprint": code.fingerprint, "files": code.files},
                 }  # fmt: skip

@@ -243,11 +243,14 @@ def test_settings_are_compared_in_one_form():
 def test_a_stale_cell_run_again_trains_afresh_not_from_its_checkpoints(tmp_path, capsys):
     # The stale cell's run directory still holds the final checkpoint of the other code's
     # training: continuing from it would only re-evaluate that model under a new code record.
-    one = [*GRID, "--classes", "0", "--seeds", "0", "--methods", "ganomaly"]
+    one = [*GRID, "--classes", "0", "--seeds", "0", "--methods", "ganomaly", "--threads", "2"]
     args = ["--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]
+    threads = torch.get_num_threads()  # 1 in the tests (conftest)
     assert main([*one, *args]) == 0
     (path,) = (tmp_path / "results").glob("cells/ganomaly/0/seed0-*.json")
     record = json.loads(path.read_text())
+    # It records the thread count it trained with, which --threads set for the cell alone.
+    assert record["threads"] == 2 and torch.get_num_threads() == threads
     record["code"]["files"]["ganomaly/training.py"] = "0" * 64
     path.write_text(json.dumps(record))
     assert list((tmp_path / "out" / "runs" / "ganomaly" / "0").glob("*/checkpoints/*.pt"))
