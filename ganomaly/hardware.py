@@ -1,4 +1,5 @@
-"""What the hardware runs natively, and the training precision that follows from it.
+"""The hardware: what it is (named beside every timing), what it runs natively, and the
+training precision that follows from it.
 
 Training may run under bf16 autocast (`--precision`); scoring is always float32, so a score
 never depends on the precision a model was trained with.
