@@ -179,9 +179,6 @@ def data_of(config: RunConfig, split: DataSplit) -> dict[str, str]:
     }
 
 
-_UNNAMED_CPU = {"cpu": "cpu (model not recorded)"}
-
-
 def _device_of(config: RunConfig) -> str:
     from ganomaly.detector import resolve_device
     from ganomaly.hardware import device_description
@@ -369,7 +366,9 @@ def summarize(
             for k in ("n_train", "n_test", "n_test_abnormal")
         },
         # Cells made before the CPU's model was recorded say only "cpu".
-        "devices": sorted({_UNNAMED_CPU.get(cell["device"], cell["device"]) for cell in done}),
+        "devices": sorted(
+            {"cpu (model not recorded)" if c["device"] == "cpu" else c["device"] for c in done}
+        ),
         "stale_cells": n_stale,
         "missing_cells": len(methods) * len(classes) * len(seeds) - len(done),
     }

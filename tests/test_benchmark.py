@@ -157,8 +157,7 @@ def test_rerun_stale_runs_that_cell_again(bench, tmp_path, capsys):
 def _as_older_version_wrote_it(results: Path, target: Path) -> Path:
     """A copy of the results whose ganomaly class-0 seed-0 cell records its settings as the
     previous version did (the threshold rules as given, a tensorboard flag, the device without
-    the CPU's model) under another
-    file name, and claims other training code."""
+    the CPU's model) under another file name, and claims other training code."""
     path = _stale_copy(results, target)
     record = json.loads(path.read_text())
     settings = record["settings"]
